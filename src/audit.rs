@@ -1,0 +1,155 @@
+//! Security events (the seed's `logSecurityEvent`): built on the request path, handed to
+//! a bounded channel with `try_send`, and written to the store in batches by one writer
+//! task. Recording never blocks a request and never waits for disk; when the queue is
+//! full the event is dropped and counted. User ids are replaced by an HMAC-SHA256 under
+//! a server secret (the seed used an unkeyed, guessable SHA-256 prefix). Nothing here may
+//! accept a token or a password: metadata values come from a fixed vocabulary plus
+//! room ids, connection ids and IPs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::now_ms;
+use crate::store::{EventRecord, Store};
+
+/// Outcome recorded with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+enum Msg {
+    Event(EventRecord),
+    /// Everything queued before it is written; then answer, and end the writer if `stop`.
+    Barrier {
+        done: oneshot::Sender<()>,
+        stop: bool,
+    },
+}
+
+/// Handle for recording events. Cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<Msg>,
+    key: Arc<[u8]>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Audit {
+    /// Starts the writer task; returns the handle.
+    pub fn start(store: Store, key: Vec<u8>, queue: usize) -> Audit {
+        let (tx, rx) = mpsc::channel(queue);
+        tokio::spawn(writer(store, rx));
+        Audit {
+            tx,
+            key: key.into(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The keyed hash that stands for a user id in events.
+    pub fn hash_user(&self, user_id: &str) -> String {
+        hash_user(&self.key, user_id)
+    }
+
+    /// Records an event; never waits.
+    pub fn record(
+        &self,
+        action: &str,
+        user_id: Option<&str>,
+        outcome: Outcome,
+        metadata: &[(&str, &str)],
+    ) {
+        let event = EventRecord {
+            ts_ms: now_ms(),
+            action: action.to_string(),
+            user: user_id.map(|u| self.hash_user(u)).unwrap_or_default(),
+            result: outcome.as_str().to_string(),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        if self.tx.try_send(Msg::Event(event)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "security event queue full; events dropped");
+            }
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every event recorded before this call is written, then stops the writer.
+    pub async fn stop(&self) {
+        self.barrier(true).await
+    }
+
+    /// Waits until every event recorded before this call is written.
+    pub async fn sync(&self) {
+        self.barrier(false).await
+    }
+
+    async fn barrier(&self, stop: bool) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Barrier { done, stop }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// HMAC-SHA256(key, user id), first 16 bytes as hex.
+pub fn hash_user(key: &[u8], user_id: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(user_id.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(256);
+    while let Some(first) = rx.recv().await {
+        let mut barrier = None;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(e) => batch.push(e),
+                Msg::Barrier { done, stop } => {
+                    barrier = Some((done, stop));
+                    break;
+                }
+            }
+            if batch.len() < 256 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.append_events(&batch) {
+                tracing::error!(error = %e, lost = batch.len(), "writing security events failed");
+            }
+            batch.clear();
+        }
+        if let Some((done, stop)) = barrier {
+            let _ = done.send(());
+            if stop {
+                return;
+            }
+        }
+    }
+}

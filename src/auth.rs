@@ -1,0 +1,300 @@
+//! Token verification and issuance. Client JWTs are verified with the algorithm pinned
+//! to HS256 and the configured secret (never `none`, never the algorithm the header
+//! asks for), `exp` and `sub` required, `nbf` checked, `iss`/`aud` checked when
+//! configured, and oversize tokens refused before any parsing. The server's own
+//! `wsToken` is signed with the separate WS secret. This module owns keys and claim
+//! rules; it must never log a token, and it never reads the store: revocation and
+//! sessions are the caller's (`conn`) business.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::AuthConfig;
+
+/// Why a token was refused. The client sees one message for all of them; the reason goes
+/// to the security-event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("token too large")]
+    TooLarge,
+    #[error("malformed token")]
+    Malformed,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("algorithm not allowed")]
+    WrongAlgorithm,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
+    #[error("missing or invalid claim")]
+    InvalidClaims,
+}
+
+impl AuthError {
+    /// Stable reason for security events.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::TooLarge => "token_too_large",
+            AuthError::Malformed => "malformed",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::WrongAlgorithm => "wrong_algorithm",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::InvalidClaims => "invalid_claims",
+        }
+    }
+}
+
+/// The claims roomgate reads. Optional claims are read leniently (a wrong type is
+/// treated as absent) so that an unusual IdP claim never locks a user out.
+#[derive(Debug, Clone, Deserialize)]
+struct RawClaims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    iat: Option<Value>,
+    #[serde(default)]
+    jti: Option<Value>,
+    #[serde(default)]
+    email: Option<Value>,
+    #[serde(default)]
+    roles: Option<Value>,
+    #[serde(default, rename = "sessionId")]
+    session_id: Option<Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<Value>,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user_id: String,
+    pub email: Option<String>,
+    /// The `roles` claim (used only when `auth.trust_role_claims` is on).
+    pub claimed_roles: Vec<String>,
+    pub jti: Option<String>,
+    /// `iat` in seconds; 0 when absent, so user-wide revocations always cover it.
+    pub issued_at: u64,
+    pub expires_at: u64,
+    /// Set for a roomgate `wsToken`: the session it resumes.
+    pub resume_session: Option<String>,
+    /// Revocation keys of this token: `jti:..` when it has one, and always `sha256:..`.
+    pub keys: Vec<String>,
+}
+
+impl Verified {
+    /// The key sessions remember this token by.
+    pub fn primary_key(&self) -> &str {
+        &self.keys[0]
+    }
+}
+
+#[derive(Serialize)]
+struct WsClaims<'a> {
+    sub: &'a str,
+    #[serde(rename = "sessionId")]
+    session_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    iat: u64,
+    exp: u64,
+    jti: &'a str,
+}
+
+/// Verifies client JWTs and the server's `wsToken`s, and signs the latter.
+pub struct Verifier {
+    jwt_key: DecodingKey,
+    ws_decode: DecodingKey,
+    ws_encode: EncodingKey,
+    validation: Validation,
+    ws_validation: Validation,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    /// Builds a verifier from the resolved secrets.
+    pub fn new(cfg: &AuthConfig, jwt_secret: &[u8], ws_secret: &[u8]) -> Verifier {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = cfg.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = &cfg.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        if let Some(aud) = &cfg.audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        } else {
+            validation.validate_aud = false;
+        }
+        validation.set_required_spec_claims(&required);
+
+        let mut ws_validation = Validation::new(Algorithm::HS256);
+        ws_validation.leeway = cfg.leeway_secs;
+        ws_validation.validate_aud = false;
+        ws_validation.set_required_spec_claims(&["exp", "sub"]);
+
+        Verifier {
+            jwt_key: DecodingKey::from_secret(jwt_secret),
+            ws_decode: DecodingKey::from_secret(ws_secret),
+            ws_encode: EncodingKey::from_secret(ws_secret),
+            validation,
+            ws_validation,
+            max_token_bytes: cfg.max_token_bytes,
+        }
+    }
+
+    /// Verifies a token presented in `auth`: a client JWT, or a `wsToken` to resume a session.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge);
+        }
+        let claims = match decode(token, &self.jwt_key, &self.validation) {
+            Ok(c) if is_ws_token(&c) => {
+                // Signed with the client key but claiming to be ours: only believe it when
+                // the WS key (which clients never hold) verifies it too.
+                decode(token, &self.ws_decode, &self.ws_validation)?
+            }
+            Ok(c) => c,
+            Err(AuthError::BadSignature) => {
+                let c = decode(token, &self.ws_decode, &self.ws_validation)?;
+                if !is_ws_token(&c) {
+                    return Err(AuthError::BadSignature);
+                }
+                c
+            }
+            Err(e) => return Err(e),
+        };
+        if claims.sub.is_empty() || claims.sub.len() > 256 {
+            return Err(AuthError::InvalidClaims);
+        }
+        let resume_session = if is_ws_token(&claims) {
+            match &claims.session_id {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => return Err(AuthError::InvalidClaims),
+            }
+        } else {
+            None
+        };
+        let jti = match claims.jti {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
+            _ => None,
+        };
+        let mut keys = Vec::with_capacity(2);
+        if let Some(j) = &jti {
+            keys.push(format!("jti:{j}"));
+        }
+        keys.push(digest_key(token));
+        Ok(Verified {
+            user_id: claims.sub,
+            email: match claims.email {
+                Some(Value::String(s)) if s.len() <= 320 => Some(s),
+                _ => None,
+            },
+            claimed_roles: match claims.roles {
+                Some(Value::Array(items)) => items
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
+            jti,
+            issued_at: claims.iat.and_then(|v| v.as_u64()).unwrap_or(0),
+            expires_at: claims.exp,
+            resume_session,
+            keys,
+        })
+    }
+
+    /// Signs a `wsToken` for a session (seed `generateWSToken`).
+    pub fn issue_ws_token(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        now_secs: u64,
+        life_secs: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let jti = random_hex(16);
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &WsClaims {
+                sub: user_id,
+                session_id,
+                kind: "websocket",
+                iat: now_secs,
+                exp: now_secs + life_secs,
+                jti: &jti,
+            },
+            &self.ws_encode,
+        )
+    }
+}
+
+fn is_ws_token(c: &RawClaims) -> bool {
+    matches!(&c.kind, Some(Value::String(k)) if k == "websocket")
+}
+
+fn decode(token: &str, key: &DecodingKey, v: &Validation) -> Result<RawClaims, AuthError> {
+    jsonwebtoken::decode::<RawClaims>(token, key, v)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::UnsupportedAlgorithm => AuthError::WrongAlgorithm,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::InvalidClaimFormat(_)
+            | ErrorKind::InvalidSubject => AuthError::InvalidClaims,
+            ErrorKind::Json(_) => AuthError::InvalidClaims,
+            _ => AuthError::Malformed,
+        })
+}
+
+/// The digest revocation key of a token: `sha256:<hex>`.
+pub fn digest_key(token: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// Revocation keys and expiry of a token the operator wants revoked, read without
+/// checking its signature (the operator may hold a token signed by an IdP key roomgate
+/// has not got). Garbage still gets a digest key, so anything presented can be refused.
+pub fn revocation_target(token: &str) -> (Vec<String>, Option<u64>) {
+    let mut keys = Vec::new();
+    let mut exp = None;
+    if let Ok(c) = jsonwebtoken::dangerous::insecure_decode::<Value>(token) {
+        if let Some(Value::String(j)) = c.claims.get("jti")
+            && !j.is_empty()
+        {
+            keys.push(format!("jti:{j}"));
+        }
+        exp = c.claims.get("exp").and_then(Value::as_u64);
+    }
+    keys.push(digest_key(token));
+    (keys, exp)
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::fill(&mut bytes[..]);
+    hex::encode(bytes)
+}

@@ -1,0 +1,144 @@
+//! The command line: `roomgate [serve]` and the operator commands. Parsing only; `main`
+//! decides where each command runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Self-hosted real-time WebSocket gateway.
+#[derive(Debug, Parser)]
+#[command(name = "roomgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data root (database, generated secrets, control socket).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default command).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Manage users' stored roles.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Manage rooms.
+    Room {
+        #[command(subcommand)]
+        cmd: RoomCmd,
+    },
+    /// Revoke one token (by value or jti) or every session of a user.
+    Revoke {
+        /// The token to revoke; `-` reads it from stdin (keeps it out of `ps`).
+        #[arg(long, conflicts_with_all = ["jti", "user"])]
+        token: Option<String>,
+        /// Revoke by the token's `jti` claim.
+        #[arg(long, conflicts_with = "user")]
+        jti: Option<String>,
+        /// Revoke every token and session of this user id.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Print the seed's getConnectionStats figures and store counts as JSON.
+    Stats,
+    /// Print security events as JSON lines, oldest first.
+    Events {
+        /// Only events at or after this time: ms since the epoch, or an age like 30s, 15m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events with this action (websocket_auth, room_join, permission_denied, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Set a user's stored roles (replacing them); default roles still apply.
+    Roles {
+        /// The user id (the JWT `sub`).
+        id: String,
+        /// Comma-separated roles, e.g. user,admin; empty clears them.
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        set: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomCmd {
+    /// Create a room with its own role lists.
+    Create {
+        /// Room id (A-Z a-z 0-9 _ - . :).
+        id: String,
+        /// chat, document, collaboration or notification.
+        #[arg(long = "type", default_value = "chat")]
+        kind: String,
+        /// Display name (default "Room <id>").
+        #[arg(long)]
+        name: Option<String>,
+        /// Roles that may join and read.
+        #[arg(long, value_delimiter = ',', default_value = "user")]
+        read: Vec<String>,
+        /// Roles that may send messages.
+        #[arg(long, value_delimiter = ',', default_value = "user")]
+        write: Vec<String>,
+        /// Roles that administer the room.
+        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        admin: Vec<String>,
+        /// Most distinct users at once (default rooms.max_participants).
+        #[arg(long)]
+        max: Option<u32>,
+    },
+}
+
+/// Parses `--since`: ms since the epoch, or an age with unit s/m/h/d.
+pub fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("--since {s:?}: expected ms since the epoch or an age like 15m"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("--since {s:?}: unit must be s, m, h or d")),
+    };
+    Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_forms() {
+        assert_eq!(parse_since("1234", 0), Ok(1234));
+        assert_eq!(parse_since("2m", 200_000), Ok(80_000));
+        assert!(parse_since("2w", 0).is_err());
+        assert!(parse_since("", 0).is_err());
+    }
+}

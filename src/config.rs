@@ -1,0 +1,819 @@
+//! The one typed configuration. Layers, lowest first: built-in defaults (the seed's
+//! `websocketSecurityConfig` values), a TOML file, the environment (`ROOMGATE_*` plus the
+//! seed's `JWT_SECRET`, `WS_SECRET`, `ALLOWED_ORIGINS`), then command-line flags. Layers
+//! are merged as JSON values and deserialised once, so every field has exactly one
+//! definition here. This module owns parsing, merging and validation; it must never
+//! read secrets from the data root or open the store (that is `server`'s job), and it
+//! must never print a secret: `redacted()` is what gets logged.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A secret string. `Debug` never shows it; the effective-config log shows set/unset.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// The secret's bytes, for keys.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: String,
+    /// Data root: sled database, generated secrets, control socket. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Serve the operator control socket `<data_dir>/roomgate.sock` (mode 0600) so CLI
+    /// commands reach a running server. Default true.
+    pub control_socket: bool,
+    /// Seconds to wait for connections and writers to finish at shutdown. Default 10.
+    pub shutdown_deadline_secs: u64,
+    pub auth: AuthConfig,
+    pub connection: ConnectionConfig,
+    pub rate_limits: RateLimitConfig,
+    pub rooms: RoomsConfig,
+    pub security: SecurityConfig,
+    pub store: StoreConfig,
+}
+
+/// Token verification and sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 key for client JWTs (seed `JWT_SECRET`). Generated into the data root when unset.
+    pub jwt_secret: Option<Secret>,
+    /// File holding `jwt_secret` (trailing newline trimmed).
+    pub jwt_secret_file: Option<PathBuf>,
+    /// HS256 key for the `wsToken` the server issues (seed `WS_SECRET`). Generated when unset.
+    pub ws_secret: Option<Secret>,
+    /// File holding `ws_secret`.
+    pub ws_secret_file: Option<PathBuf>,
+    /// Required `iss` claim, checked when set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, checked when set.
+    pub audience: Option<String>,
+    /// Clock-skew allowance for `exp`/`nbf`, seconds. Default 30.
+    pub leeway_secs: u64,
+    /// Tokens longer than this many bytes are refused before parsing. Default 8192.
+    pub max_token_bytes: usize,
+    /// Roles every authenticated user has. Default `["user"]`.
+    pub default_roles: Vec<String>,
+    /// Take roles from the JWT `roles` claim too. Default false: roles come from the store.
+    pub trust_role_claims: bool,
+    /// Life of a session and its `wsToken`, seconds (seed `tokenExpiry`). Default 3600.
+    pub token_expiry_secs: u64,
+    /// Seconds an unauthenticated socket may stay open (seed `authTimeout`). Default 30.
+    pub auth_timeout_secs: u64,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Heartbeat period clients should use, seconds (seed `heartbeatInterval`); sent in
+    /// `handshake` as `heartbeatIntervalMs`. Default 30.
+    pub heartbeat_interval_secs: u64,
+    /// Close a socket with no client frame for this long, seconds (seed
+    /// `connectionTimeout`). Default 60.
+    pub inactivity_timeout_secs: u64,
+    /// Largest frame or message a client may send, bytes; larger closes with 1009. Default 65536.
+    pub max_frame_bytes: usize,
+    /// Deepest JSON nesting accepted in a client frame. Default 32.
+    pub max_json_depth: usize,
+    /// Frames queued for one socket before it is closed as a slow consumer. Default 1024.
+    pub outbound_queue: usize,
+    /// Unauthenticated sockets allowed per client IP; more get HTTP 429. Default 64.
+    pub max_unauthenticated_per_ip: usize,
+    /// Authenticated sockets allowed per user. Default 32.
+    pub max_connections_per_user: usize,
+    /// Rooms one socket may be in at once. Default 100.
+    pub max_rooms_per_connection: usize,
+}
+
+/// One limiter: `points` actions per `duration_secs`, as a burst that refills evenly.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub points: u32,
+    pub duration_secs: u64,
+}
+
+/// The seed's rate limits, in process (governor) instead of Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Turn every limiter off (benchmarks only). Default true.
+    pub enabled: bool,
+    /// Client frames (all but heartbeats) per user, per IP before auth. Default 60/60 s.
+    pub message: Quota,
+    /// `auth` attempts per client IP. Default 10/60 s.
+    pub auth: Quota,
+    /// Room joins per user. Default 20/60 s.
+    pub join: Quota,
+    /// Keys one limiter may track; beyond it idle keys are swept at once. Default 100000.
+    pub max_keys: usize,
+}
+
+/// Rooms and history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Distinct users per room unless the room says otherwise (seed `maxParticipants`). Default 100.
+    pub max_participants: u32,
+    /// Messages kept per room (seed `messageHistory`). Default 1000.
+    pub message_history: u64,
+    /// Seconds an auto-created room with no members is kept (seed `roomExpiry`); 0 keeps
+    /// rooms forever. Rooms made with `roomgate room create` never expire. Default 86400.
+    pub room_expiry_secs: u64,
+    /// Create an unknown room on join. Default true.
+    pub auto_create: bool,
+    /// Type of auto-created rooms. Default "chat".
+    pub default_type: String,
+    /// Roles that may read auto-created rooms. Default `["user"]`.
+    pub default_read: Vec<String>,
+    /// Roles that may write in auto-created rooms. Default `["user"]`.
+    pub default_write: Vec<String>,
+    /// Roles that administer auto-created rooms. Default `["admin"]`.
+    pub default_admin: Vec<String>,
+    /// Longest room id, bytes. Default 128.
+    pub max_room_id_len: usize,
+}
+
+/// Origin, proxies, content and the security-event log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Origins allowed to open `/ws` (seed `ALLOWED_ORIGINS`); empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// With `allowed_origins` set, also allow upgrades that send no Origin (non-browser
+    /// clients). Default false.
+    pub allow_missing_origin: bool,
+    /// Refuse `/ws` unless a trusted proxy says the client used HTTPS (seed `requireTLS`;
+    /// built-in TLS comes later). Default false.
+    pub require_tls: bool,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed. Default none.
+    pub trusted_proxies: Vec<String>,
+    /// Longest message content, in characters (seed `maxMessageLength`). Default 4000.
+    pub max_message_length: usize,
+    /// Strip `<`, `>` and `javascript:` from content, as the seed does. Turn off for
+    /// clients that escape on output. Default true.
+    pub strip_html: bool,
+    /// Days to keep security events (seed `logRetention`). Default 30.
+    pub log_retention_days: u64,
+    /// Most security events kept. Default 100000.
+    pub max_security_events: u64,
+}
+
+/// The embedded database and background writers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache, bytes. Default 64 MiB.
+    pub cache_capacity_bytes: u64,
+    /// sled background flush period, milliseconds. Default 500.
+    pub flush_every_ms: u64,
+    /// Period of the expiry sweeper, seconds. Default 60.
+    pub sweep_interval_secs: u64,
+    /// Security events buffered for the writer; more are dropped and counted. Default 4096.
+    pub audit_queue: usize,
+    /// History records buffered for the writer; publishers wait when full. Default 4096.
+    pub history_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            control_socket: true,
+            shutdown_deadline_secs: 10,
+            auth: AuthConfig::default(),
+            connection: ConnectionConfig::default(),
+            rate_limits: RateLimitConfig::default(),
+            rooms: RoomsConfig::default(),
+            security: SecurityConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_secret_file: None,
+            ws_secret: None,
+            ws_secret_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            max_token_bytes: 8192,
+            default_roles: vec!["user".into()],
+            trust_role_claims: false,
+            token_expiry_secs: 3600,
+            auth_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            heartbeat_interval_secs: 30,
+            inactivity_timeout_secs: 60,
+            max_frame_bytes: 64 * 1024,
+            max_json_depth: 32,
+            outbound_queue: 1024,
+            max_unauthenticated_per_ip: 64,
+            max_connections_per_user: 32,
+            max_rooms_per_connection: 100,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            message: Quota {
+                points: 60,
+                duration_secs: 60,
+            },
+            auth: Quota {
+                points: 10,
+                duration_secs: 60,
+            },
+            join: Quota {
+                points: 20,
+                duration_secs: 60,
+            },
+            max_keys: 100_000,
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        RoomsConfig {
+            max_participants: 100,
+            message_history: 1000,
+            room_expiry_secs: 86_400,
+            auto_create: true,
+            default_type: "chat".into(),
+            default_read: vec!["user".into()],
+            default_write: vec!["user".into()],
+            default_admin: vec!["admin".into()],
+            max_room_id_len: 128,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            allowed_origins: Vec::new(),
+            allow_missing_origin: false,
+            require_tls: false,
+            trusted_proxies: Vec::new(),
+            max_message_length: 4000,
+            strip_html: true,
+            log_retention_days: 30,
+            max_security_events: 100_000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            flush_every_ms: 500,
+            sweep_interval_secs: 60,
+            audit_queue: 4096,
+            history_queue: 4096,
+        }
+    }
+}
+
+/// Errors loading the configuration: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Environment variables that start with `ROOMGATE_` but are not config fields.
+const NON_CONFIG_ENV: &[&str] = &["ROOMGATE_LOG", "ROOMGATE_CONFIG"];
+
+/// Room types the seed defines.
+pub const ROOM_TYPES: &[&str] = &["chat", "document", "collaboration", "notification"];
+
+impl Config {
+    /// Loads defaults < file < environment < flags and validates the result.
+    pub fn load(
+        overrides: &Overrides,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut merged = serde_json::to_value(Config::default()).expect("defaults serialise");
+
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| env.get("ROOMGATE_CONFIG").map(PathBuf::from));
+        if let Some(path) = &file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match toml::from_str::<toml::Value>(&text) {
+                    Ok(v) => match serde_json::to_value(v) {
+                        Ok(json) => merge(&mut merged, json),
+                        Err(e) => problems.push(format!("{}: {e}", path.display())),
+                    },
+                    Err(e) => problems.push(format!("{}: {}", path.display(), e.message())),
+                },
+                Err(e) => problems.push(format!("config file {}: {e}", path.display())),
+            }
+        }
+
+        apply_env(&mut merged, env, &mut problems);
+
+        if let Some(listen) = &overrides.listen {
+            merged["listen"] = Value::String(listen.clone());
+        }
+        if let Some(dir) = &overrides.data_dir {
+            merged["data_dir"] = Value::String(dir.display().to_string());
+        }
+
+        let config = Config::from_value(merged, &mut problems);
+        if let Some(config) = &config {
+            problems.extend(config.problems());
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+
+    /// Deserialises section by section so that a type error in one section does not hide
+    /// the problems in the others.
+    fn from_value(value: Value, problems: &mut Vec<String>) -> Option<Config> {
+        let before = problems.len();
+        if let Value::Object(map) = &value {
+            for (key, section) in map {
+                let result = match key.as_str() {
+                    "auth" => serde_json::from_value::<AuthConfig>(section.clone()).map(drop),
+                    "connection" => {
+                        serde_json::from_value::<ConnectionConfig>(section.clone()).map(drop)
+                    }
+                    "rate_limits" => {
+                        serde_json::from_value::<RateLimitConfig>(section.clone()).map(drop)
+                    }
+                    "rooms" => serde_json::from_value::<RoomsConfig>(section.clone()).map(drop),
+                    "security" => {
+                        serde_json::from_value::<SecurityConfig>(section.clone()).map(drop)
+                    }
+                    "store" => serde_json::from_value::<StoreConfig>(section.clone()).map(drop),
+                    _ => Ok(()),
+                };
+                if let Err(e) = result {
+                    problems.push(format!("[{key}]: {e}"));
+                }
+            }
+        }
+        match serde_json::from_value::<Config>(value) {
+            Ok(c) if problems.len() == before => Some(c),
+            Ok(_) => None,
+            Err(e) => {
+                if problems.len() == before {
+                    problems.push(e.to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// Every semantic problem with this configuration.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            ));
+        }
+        let a = &self.auth;
+        for (name, secret, file) in [
+            ("jwt_secret", &a.jwt_secret, &a.jwt_secret_file),
+            ("ws_secret", &a.ws_secret, &a.ws_secret_file),
+        ] {
+            if secret.is_some() && file.is_some() {
+                p.push(format!("auth.{name} and auth.{name}_file are both set"));
+            }
+            if let Some(s) = secret
+                && s.0.is_empty()
+            {
+                p.push(format!("auth.{name} is empty"));
+            }
+        }
+        if a.max_token_bytes < 64 {
+            p.push("auth.max_token_bytes must be at least 64".into());
+        }
+        if a.token_expiry_secs == 0 {
+            p.push("auth.token_expiry_secs must be positive".into());
+        }
+        if a.auth_timeout_secs == 0 {
+            p.push("auth.auth_timeout_secs must be positive".into());
+        }
+        if a.leeway_secs > 300 {
+            p.push("auth.leeway_secs must be at most 300".into());
+        }
+        for role in &a.default_roles {
+            check_name(&mut p, "auth.default_roles", role);
+        }
+        let c = &self.connection;
+        if c.heartbeat_interval_secs == 0 {
+            p.push("connection.heartbeat_interval_secs must be positive".into());
+        }
+        if c.inactivity_timeout_secs == 0 {
+            p.push("connection.inactivity_timeout_secs must be positive".into());
+        }
+        if c.max_frame_bytes < 1024 {
+            p.push("connection.max_frame_bytes must be at least 1024".into());
+        }
+        if c.max_json_depth < 2 {
+            p.push("connection.max_json_depth must be at least 2".into());
+        }
+        for (name, v) in [
+            ("outbound_queue", c.outbound_queue),
+            ("max_unauthenticated_per_ip", c.max_unauthenticated_per_ip),
+            ("max_connections_per_user", c.max_connections_per_user),
+            ("max_rooms_per_connection", c.max_rooms_per_connection),
+        ] {
+            if v == 0 {
+                p.push(format!("connection.{name} must be positive"));
+            }
+        }
+        let r = &self.rate_limits;
+        for (name, q) in [("message", r.message), ("auth", r.auth), ("join", r.join)] {
+            if q.points == 0 || q.duration_secs == 0 {
+                p.push(format!(
+                    "rate_limits.{name}: points and duration_secs must be positive"
+                ));
+            }
+        }
+        if r.max_keys == 0 {
+            p.push("rate_limits.max_keys must be positive".into());
+        }
+        let rooms = &self.rooms;
+        if rooms.max_participants == 0 {
+            p.push("rooms.max_participants must be positive".into());
+        }
+        if rooms.message_history == 0 {
+            p.push("rooms.message_history must be positive".into());
+        }
+        if !ROOM_TYPES.contains(&rooms.default_type.as_str()) {
+            p.push(format!(
+                "rooms.default_type: {:?} is not one of {ROOM_TYPES:?}",
+                rooms.default_type
+            ));
+        }
+        if rooms.max_room_id_len == 0 || rooms.max_room_id_len > 1024 {
+            p.push("rooms.max_room_id_len must be between 1 and 1024".into());
+        }
+        for (name, list) in [
+            ("default_read", &rooms.default_read),
+            ("default_write", &rooms.default_write),
+            ("default_admin", &rooms.default_admin),
+        ] {
+            for role in list {
+                check_name(&mut p, &format!("rooms.{name}"), role);
+            }
+        }
+        let s = &self.security;
+        for origin in &s.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                p.push(format!(
+                    "security.allowed_origins: {origin:?} is not an origin like https://chat.example.com"
+                ));
+            }
+        }
+        for proxy in &s.trusted_proxies {
+            if Cidr::parse(proxy).is_none() {
+                p.push(format!(
+                    "security.trusted_proxies: {proxy:?} is not an IP address or CIDR"
+                ));
+            }
+        }
+        if s.require_tls && s.trusted_proxies.is_empty() {
+            p.push("security.require_tls needs security.trusted_proxies: roomgate has no built-in TLS yet, so TLS must end at a trusted proxy".into());
+        }
+        if s.max_message_length == 0 {
+            p.push("security.max_message_length must be positive".into());
+        }
+        if s.log_retention_days == 0 || s.max_security_events == 0 {
+            p.push("security.log_retention_days and max_security_events must be positive".into());
+        }
+        let st = &self.store;
+        if st.cache_capacity_bytes < 1024 * 1024 {
+            p.push("store.cache_capacity_bytes must be at least 1 MiB".into());
+        }
+        if st.flush_every_ms == 0 || st.sweep_interval_secs == 0 {
+            p.push("store.flush_every_ms and sweep_interval_secs must be positive".into());
+        }
+        if st.audit_queue == 0 || st.history_queue == 0 {
+            p.push("store.audit_queue and history_queue must be positive".into());
+        }
+        p
+    }
+
+    /// The listen address; valid after `load`.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// Parsed trusted proxies.
+    pub fn trusted_proxies(&self) -> Vec<Cidr> {
+        self.security
+            .trusted_proxies
+            .iter()
+            .filter_map(|s| Cidr::parse(s))
+            .collect()
+    }
+
+    /// The effective configuration as JSON with every secret replaced by "set"/"unset".
+    pub fn redacted(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        for key in ["jwt_secret", "ws_secret"] {
+            let state = if v["auth"][key].is_null() {
+                "unset"
+            } else {
+                "set"
+            };
+            v["auth"][key] = Value::String(state.into());
+        }
+        v
+    }
+
+    /// Path of the control socket in the data root.
+    pub fn control_socket_path(&self) -> PathBuf {
+        control_socket_path(&self.data_dir)
+    }
+}
+
+/// Path of the control socket for a data root.
+pub fn control_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("roomgate.sock")
+}
+
+fn check_name(problems: &mut Vec<String>, field: &str, name: &str) {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+    {
+        problems.push(format!(
+            "{field}: {name:?} is not a role name (1-64 of A-Z a-z 0-9 _ - . :)"
+        ));
+    }
+}
+
+/// Recursively overlays `top` onto `base`; objects merge, everything else replaces.
+fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, top) => *slot = top,
+    }
+}
+
+/// `ROOMGATE_SECTION__FIELD=value` sets `section.field`; a value is read as JSON when it
+/// parses as JSON of the field's type, as a comma-separated list for list fields, and as
+/// a string otherwise. Unknown `ROOMGATE_*` names are problems, so typos do not pass silently.
+fn apply_env(merged: &mut Value, env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    let seed = [
+        ("JWT_SECRET", "auth__jwt_secret"),
+        ("WS_SECRET", "auth__ws_secret"),
+        ("ALLOWED_ORIGINS", "security__allowed_origins"),
+    ];
+    let mut settings: Vec<(String, String, String)> = Vec::new();
+    for (name, path) in seed {
+        if let Some(v) = env.get(name) {
+            settings.push((name.to_string(), path.to_string(), v.clone()));
+        }
+    }
+    for (name, v) in env {
+        if let Some(rest) = name.strip_prefix("ROOMGATE_") {
+            if NON_CONFIG_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            settings.push((name.clone(), rest.to_ascii_lowercase(), v.clone()));
+        }
+    }
+    // Seed names first, so ROOMGATE_* wins where both are given.
+    for (name, path, raw) in settings {
+        let pointer = format!("/{}", path.replace("__", "/"));
+        match merged.pointer_mut(&pointer) {
+            // Optional fields default to null but still exist as keys.
+            Some(slot) => {
+                let value = env_value(slot, &raw);
+                *slot = value;
+            }
+            None => problems.push(format!("{name}: no such configuration field")),
+        }
+    }
+}
+
+fn env_value(current: &Value, raw: &str) -> Value {
+    match current {
+        Value::Array(_) => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ Value::Array(_)) => v,
+            _ => Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_string()))
+                    .collect(),
+            ),
+        },
+        // Every optional field (secrets, paths, issuer, audience) is a string.
+        Value::String(_) | Value::Null => Value::String(raw.to_string()),
+        _ => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Object(_))) => v,
+            _ => Value::String(raw.to_string()),
+        },
+    }
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `::1` or `192.168.1.5`.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr: ip, prefix })
+    }
+
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Maps IPv4-mapped IPv6 addresses to IPv4 so one client has one key.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("rg-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[rooms]\nmax_participants = 5\nmessage_history = 7\n",
+        )
+        .unwrap();
+        let cfg = Config::load(
+            &Overrides {
+                config_file: Some(file),
+                listen: Some("127.0.0.1:9100".into()),
+                data_dir: None,
+            },
+            &env(&[
+                ("ROOMGATE_ROOMS__MAX_PARTICIPANTS", "9"),
+                ("ROOMGATE_LISTEN", "127.0.0.1:9050"),
+                ("ALLOWED_ORIGINS", "https://a.example,https://b.example"),
+                ("JWT_SECRET", "seed-secret"),
+                ("ROOMGATE_AUTH__JWT_SECRET", "roomgate-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9100");
+        assert_eq!(cfg.rooms.max_participants, 9);
+        assert_eq!(cfg.rooms.message_history, 7);
+        assert_eq!(cfg.security.allowed_origins.len(), 2);
+        assert_eq!(cfg.auth.jwt_secret.unwrap().0, "roomgate-secret");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let err = Config::load(
+            &Overrides::default(),
+            &env(&[
+                ("ROOMGATE_LISTEN", "nowhere"),
+                ("ROOMGATE_RATE_LIMITS__AUTH__POINTS", "0"),
+                ("ROOMGATE_ROOMS__DEFAULT_TYPE", "party"),
+                ("ROOMGATE_NO_SUCH", "1"),
+                ("ROOMGATE_CONNECTION__MAX_FRAME_BYTES", "\"big\""),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in ["ROOMGATE_NO_SUCH", "[connection]"] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        // Type errors stop semantic checks; fix them and the rest shows.
+        let err = Config::load(
+            &Overrides::default(),
+            &env(&[
+                ("ROOMGATE_LISTEN", "nowhere"),
+                ("ROOMGATE_RATE_LIMITS__AUTH__POINTS", "0"),
+                ("ROOMGATE_ROOMS__DEFAULT_TYPE", "party"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{:?}", err.0);
+    }
+
+    #[test]
+    fn redacted_hides_secrets() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = Some(Secret("hunter2-hunter2".into()));
+        let text = c.redacted().to_string();
+        assert!(!text.contains("hunter2"));
+        assert_eq!(c.redacted()["auth"]["jwt_secret"], "set");
+        assert_eq!(c.redacted()["auth"]["ws_secret"], "unset");
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("1.2.3.4/33").is_none());
+    }
+}

@@ -1,0 +1,462 @@
+//! One handler per client frame type. Each checks, in this order: session state, input
+//! validity, rate limit, authorization; then acts through the hub and answers. Denials
+//! are answered with an error code from the registry and recorded as security events;
+//! nothing here sends to another connection except through a room.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Conn, Identity, Session};
+use crate::audit::Outcome;
+use crate::auth::{AuthError, Verified, random_hex};
+use crate::authz;
+use crate::hub::{JoinError, Lookup, MemberInfo};
+use crate::protocol::{
+    self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, RoomLeft, UserView,
+    now_ms,
+};
+use crate::ratelimit::{Key, Limit};
+use crate::store::{HistoryRecord, SessionRecord, StoreError};
+
+/// Why `auth` failed, split into what the client sees and what the log records.
+enum AuthFailure {
+    Client(ErrorCode, &'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for AuthFailure {
+    fn from(e: StoreError) -> Self {
+        AuthFailure::Store(e)
+    }
+}
+
+impl Conn {
+    fn identity(&self) -> Option<&Identity> {
+        match &self.session {
+            Session::Authenticated(id) => Some(id),
+            Session::Pending(_) => None,
+        }
+    }
+
+    fn limit_key(&self) -> Key {
+        match self.identity() {
+            Some(id) => Key::User(id.user_id.clone()),
+            None => Key::ip(self.ip),
+        }
+    }
+
+    /// Handles one text frame.
+    pub(super) async fn handle_text(&mut self, text: &str) {
+        let decoded = protocol::decode(text, self.state.cfg.connection.max_json_depth);
+        // Every frame but a heartbeat spends the frame quota, malformed ones included,
+        // so garbage cannot be sent for free.
+        if !matches!(decoded, Ok(ClientFrame::Heartbeat))
+            && let Err(wait) = self.state.limiters.check(Limit::Message, &self.limit_key())
+        {
+            self.audit_limited("message");
+            self.error_with(ErrorCode::RateLimited, None, None, Some(wait));
+            return;
+        }
+        let frame = match decoded {
+            Ok(f) => f,
+            Err(e) => {
+                self.error_with(e.code, e.field, None, None);
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Auth { token } => self.on_auth(&token).await,
+            _ if self.identity().is_none() => self.error(ErrorCode::NotAuthenticated),
+            ClientFrame::Join { room_id } => self.on_join(&room_id),
+            ClientFrame::Leave { room_id } => self.on_leave(&room_id),
+            ClientFrame::Message { room_id, content } => self.on_message(&room_id, &content).await,
+            ClientFrame::Heartbeat => {
+                self.out.send_text(protocol::encode(
+                    "heartbeat_response",
+                    &HeartbeatResponse {
+                        server_time: now_ms(),
+                    },
+                ));
+            }
+        }
+    }
+
+    fn audit_limited(&self, limit: &str) {
+        let user = self.identity().map(|i| i.user_id.clone());
+        let ip = self.ip.to_string();
+        self.state.audit.record(
+            "rate_limited",
+            user.as_deref(),
+            Outcome::Failure,
+            &[("limit", limit), ("clientIp", &ip)],
+        );
+    }
+
+    async fn on_auth(&mut self, token: &str) {
+        if self.identity().is_some() {
+            self.error(ErrorCode::AlreadyAuthenticated);
+            return;
+        }
+        if let Err(wait) = self.state.limiters.check(Limit::Auth, &Key::ip(self.ip)) {
+            self.audit_limited("auth");
+            self.error_with(ErrorCode::AuthRateLimited, None, None, Some(wait));
+            return;
+        }
+        let ip = self.ip.to_string();
+        let verified = match self.state.verifier.verify(token) {
+            Ok(v) => v,
+            Err(e) => {
+                let code = if e == AuthError::TooLarge {
+                    ErrorCode::TokenTooLarge
+                } else {
+                    ErrorCode::AuthFailed
+                };
+                self.auth_failed(code, e.reason(), None);
+                return;
+            }
+        };
+        match self.establish(&verified).await {
+            Ok((identity, ws_token)) => {
+                self.out.send_text(protocol::encode(
+                    "auth_success",
+                    &AuthSuccess {
+                        ws_token: &ws_token,
+                        user: UserView {
+                            user_id: &identity.user_id,
+                            email: identity.email.as_deref(),
+                            roles: &identity.roles,
+                        },
+                    },
+                ));
+                self.state.audit.record(
+                    "websocket_auth",
+                    Some(&identity.user_id),
+                    Outcome::Success,
+                    &[
+                        ("connectionId", &self.connection_id),
+                        ("clientIp", &ip),
+                        (
+                            "method",
+                            if verified.resume_session.is_some() {
+                                "ws_token"
+                            } else {
+                                "jwt"
+                            },
+                        ),
+                    ],
+                );
+                // The token stays valid for its leeway past `exp`, as at verification.
+                let leeway = self.state.cfg.auth.leeway_secs;
+                let remaining = (verified.expires_at + leeway).saturating_sub(now_ms() / 1000);
+                self.token_deadline = Some(Instant::now() + Duration::from_secs(remaining));
+                self.session = Session::Authenticated(identity);
+            }
+            Err(AuthFailure::Client(code, reason)) => {
+                self.auth_failed(code, reason, Some(&verified.user_id))
+            }
+            Err(AuthFailure::Store(e)) => {
+                tracing::error!(error = %e, "store failure during auth");
+                self.error(ErrorCode::Internal);
+            }
+        }
+    }
+
+    fn auth_failed(&self, code: ErrorCode, reason: &str, user: Option<&str>) {
+        let ip = self.ip.to_string();
+        self.state.audit.record(
+            "websocket_auth",
+            user,
+            Outcome::Failure,
+            &[
+                ("reason", reason),
+                ("connectionId", &self.connection_id),
+                ("clientIp", &ip),
+            ],
+        );
+        self.error(code);
+    }
+
+    /// Checks revocation, registers the connection, and writes or resumes the session.
+    async fn establish(&mut self, v: &Verified) -> Result<(Identity, String), AuthFailure> {
+        let store = &self.state.store;
+        let cfg = &self.state.cfg.auth;
+        let revoked = AuthFailure::Client(ErrorCode::TokenRevoked, "revoked");
+        for key in &v.keys {
+            if store.is_token_revoked(key)? {
+                return Err(revoked);
+            }
+        }
+        if let Some(cutoff) = store.user_revoked_before(&v.user_id)?
+            && v.issued_at.saturating_mul(1000) <= cutoff
+        {
+            return Err(revoked);
+        }
+        let now = now_ms();
+        let mut token_keys = v.keys.clone();
+        let (session_id, email) = match &v.resume_session {
+            Some(sid) => {
+                let Some(s) = store.session(sid)? else {
+                    return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone"));
+                };
+                if s.user_id != v.user_id || s.expires_ms <= now {
+                    return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone"));
+                }
+                if store.is_token_revoked(&s.token_key)? {
+                    return Err(revoked);
+                }
+                // Revoking the original token must also close sockets resumed from it.
+                token_keys.push(s.token_key.clone());
+                (sid.clone(), s.email.clone())
+            }
+            None => (random_hex(32), v.email.clone()),
+        };
+        let grants = store.user_grants(&v.user_id)?;
+        let mut roles = cfg.default_roles.clone();
+        let mut extra = grants.roles;
+        if cfg.trust_role_claims {
+            extra.extend(v.claimed_roles.iter().cloned());
+        }
+        for r in extra {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+        let user_id: Arc<str> = v.user_id.as_str().into();
+        if self
+            .state
+            .registry
+            .authenticate(self.id, user_id.clone(), token_keys)
+            .is_err()
+        {
+            return Err(AuthFailure::Client(
+                ErrorCode::TooManyConnections,
+                "too_many_connections",
+            ));
+        }
+        let expires_ms = match &v.resume_session {
+            Some(_) => v.expires_at * 1000,
+            None => now + cfg.token_expiry_secs * 1000,
+        };
+        store.put_session(&SessionRecord {
+            session_id: session_id.clone(),
+            user_id: v.user_id.clone(),
+            email: email.clone(),
+            connection_id: self.connection_id.clone(),
+            roles: roles.clone(),
+            client_ip: self.ip.to_string(),
+            created_ms: now,
+            expires_ms,
+            token_key: v.primary_key().to_string(),
+            token_exp: v.expires_at,
+        })?;
+        let life = expires_ms.saturating_sub(now) / 1000;
+        let ws_token = self
+            .state
+            .verifier
+            .issue_ws_token(&v.user_id, &session_id, now / 1000, life.max(1))
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing wsToken failed");
+                AuthFailure::Client(ErrorCode::Internal, "internal")
+            })?;
+        Ok((
+            Identity {
+                user_id,
+                email: email.map(|e| e.as_str().into()),
+                roles,
+                session_id,
+            },
+            ws_token,
+        ))
+    }
+
+    fn valid_room_id(&self, room_id: &str) -> bool {
+        !room_id.is_empty()
+            && room_id.len() <= self.state.cfg.rooms.max_room_id_len
+            && room_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+    }
+
+    fn on_join(&mut self, room_id: &str) {
+        let Some(identity) = self.identity() else {
+            return;
+        };
+        if !self.valid_room_id(room_id) {
+            self.error(ErrorCode::InvalidRoomId);
+            return;
+        }
+        let user_id = identity.user_id.clone();
+        if let Err(wait) = self
+            .state
+            .limiters
+            .check(Limit::Join, &Key::User(user_id.clone()))
+        {
+            self.audit_limited("join");
+            self.error_with(ErrorCode::JoinRateLimited, None, Some(room_id), Some(wait));
+            return;
+        }
+        if let Some(existing) = self.rooms.get(room_id) {
+            // Joining twice is harmless: answer as the first time, announce nothing.
+            let participants = existing.room().participants();
+            self.out.send_text(protocol::encode(
+                "room_joined",
+                &protocol::RoomJoined {
+                    room_id,
+                    participants,
+                },
+            ));
+            return;
+        }
+        if self.rooms.len() >= self.state.cfg.connection.max_rooms_per_connection {
+            self.error_with(ErrorCode::TooManyRooms, None, Some(room_id), None);
+            return;
+        }
+        // A room retired by the sweeper between lookup and join is simply loaded again.
+        for _ in 0..3 {
+            let room = match self
+                .state
+                .hub
+                .load(room_id, self.state.cfg.rooms.auto_create)
+            {
+                Ok(Lookup::Found(room)) => room,
+                Ok(Lookup::NotFound) => {
+                    self.error_with(ErrorCode::RoomNotFound, None, Some(room_id), None);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store failure loading a room");
+                    self.error(ErrorCode::Internal);
+                    return;
+                }
+            };
+            let Some(identity) = self.identity() else {
+                return;
+            };
+            let grant = match authz::authorize_read(&identity.roles, &room.record) {
+                Ok(g) => g,
+                Err(_) => {
+                    self.audit_denied(&user_id, "join", room_id);
+                    self.error_with(
+                        ErrorCode::InsufficientPermissions,
+                        None,
+                        Some(room_id),
+                        None,
+                    );
+                    return;
+                }
+            };
+            let member = MemberInfo {
+                conn_id: self.id,
+                user_id: user_id.clone(),
+                email: identity.email.clone(),
+                out: self.out.clone(),
+            };
+            match room.join(grant, member) {
+                Ok(membership) => {
+                    self.rooms.insert(room_id.to_string(), membership);
+                    self.state.audit.record(
+                        "room_join",
+                        Some(&user_id),
+                        Outcome::Success,
+                        &[("roomId", room_id)],
+                    );
+                    return;
+                }
+                Err(JoinError::Full) => {
+                    self.error_with(ErrorCode::RoomFull, None, Some(room_id), None);
+                    return;
+                }
+                Err(JoinError::Retired) => continue,
+            }
+        }
+        self.error(ErrorCode::Internal);
+    }
+
+    fn audit_denied(&self, user_id: &str, action: &str, room_id: &str) {
+        self.state.audit.record(
+            "permission_denied",
+            Some(user_id),
+            Outcome::Failure,
+            &[("action", action), ("roomId", room_id)],
+        );
+    }
+
+    fn on_leave(&mut self, room_id: &str) {
+        if !self.valid_room_id(room_id) {
+            self.error(ErrorCode::InvalidRoomId);
+            return;
+        }
+        match self.rooms.remove(room_id) {
+            Some(membership) => {
+                membership.leave();
+                self.out
+                    .send_text(protocol::encode("room_left", &RoomLeft { room_id }));
+            }
+            None => self.error_with(ErrorCode::NotMember, None, Some(room_id), None),
+        }
+    }
+
+    async fn on_message(&mut self, room_id: &str, content: &str) {
+        let Some(identity) = self.identity() else {
+            return;
+        };
+        if !self.valid_room_id(room_id) {
+            self.error(ErrorCode::InvalidRoomId);
+            return;
+        }
+        // The seed let anyone with the write role post into rooms they never joined.
+        let Some(membership) = self.rooms.get(room_id) else {
+            self.error_with(ErrorCode::NotMember, None, Some(room_id), None);
+            return;
+        };
+        let room = membership.room().clone();
+        let grant = match authz::authorize_write(&identity.roles, &room.record) {
+            Ok(g) => g,
+            Err(_) => {
+                let user = identity.user_id.clone();
+                self.audit_denied(&user, "write", room_id);
+                self.error_with(
+                    ErrorCode::InsufficientPermissions,
+                    None,
+                    Some(room_id),
+                    None,
+                );
+                return;
+            }
+        };
+        let sec = &self.state.cfg.security;
+        let content = crate::content::sanitize(content, sec.strip_html, sec.max_message_length);
+        let id = random_hex(16);
+        let timestamp = now_ms();
+        let text = protocol::encode(
+            "message",
+            &ChatMessage {
+                id: &id,
+                kind: "chat_message",
+                room_id,
+                content: &content,
+                user_id: &identity.user_id,
+                email: identity.email.as_deref(),
+                timestamp,
+            },
+        );
+        let record = HistoryRecord {
+            room_id: room_id.to_string(),
+            seq: 0,
+            id,
+            content,
+            user_id: identity.user_id.to_string(),
+            email: identity.email.as_deref().map(str::to_string),
+            timestamp,
+        };
+        // Serialised once; every member's queue gets a reference-counted clone.
+        let seq = room.publish(grant, &Message::text(text));
+        self.state
+            .history
+            .append(HistoryRecord { seq, ..record })
+            .await;
+    }
+}

@@ -1,0 +1,218 @@
+//! One task per WebSocket connection. It owns the socket, the session state and the
+//! connection's room memberships; it reads frames and handles them strictly one after
+//! another (a `join` followed at once by a `message` always works, unlike the seed's
+//! concurrent handlers), and it is the only writer to its socket, draining the bounded
+//! outbound queue that rooms fan out into. Timeouts (auth, inactivity, token expiry),
+//! close requests from other tasks and shutdown all end here with a close code from the
+//! registry. It must never block on another connection: everything it sends elsewhere
+//! goes through `Outbound::send` (`try_send`).
+
+mod dispatch;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::auth::random_hex;
+use crate::hub::{Admission, Membership, Outbound};
+use crate::protocol::{self, CloseCode, ErrorCode, Handshake};
+use crate::state::AppState;
+
+/// Who an authenticated connection is.
+pub struct Identity {
+    pub user_id: Arc<str>,
+    pub email: Option<Arc<str>>,
+    pub roles: Vec<String>,
+    pub session_id: String,
+}
+
+/// Session typestate: only an authenticated connection has an identity to act with.
+enum Session {
+    /// Not yet authenticated; the admission counts against the client IP.
+    Pending(#[expect(dead_code, reason = "held for its Drop")] Admission),
+    Authenticated(Identity),
+}
+
+/// The connection's own state, owned by its task.
+struct Conn {
+    state: AppState,
+    id: u64,
+    connection_id: String,
+    ip: IpAddr,
+    out: Outbound,
+    session: Session,
+    rooms: HashMap<String, Membership>,
+    /// Set by `auth`; the run loop arms the expiry timer from it.
+    token_deadline: Option<Instant>,
+}
+
+/// Frames written per flush when the queue has a backlog.
+const WRITE_BATCH: usize = 64;
+/// How long a close handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a connection to completion.
+pub async fn run<S>(ws: WebSocketStream<S>, state: AppState, ip: IpAddr, admission: Admission)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = state.cfg.clone();
+    let (out, mut rx, control) = Outbound::channel(cfg.connection.outbound_queue);
+    let registration = state.registry.register(out.clone());
+    let shutdown = state.shutdown.clone();
+    let mut conn = Conn {
+        id: registration.id,
+        connection_id: random_hex(16),
+        ip,
+        out,
+        session: Session::Pending(admission),
+        rooms: HashMap::new(),
+        token_deadline: None,
+        state,
+    };
+    conn.out.send_text(protocol::encode(
+        "handshake",
+        &Handshake {
+            connection_id: &conn.connection_id,
+            server_time: protocol::now_ms(),
+            heartbeat_interval_ms: cfg.connection.heartbeat_interval_secs * 1000,
+        },
+    ));
+
+    let (mut sink, mut stream) = ws.split();
+    let inactivity = Duration::from_secs(cfg.connection.inactivity_timeout_secs);
+    let auth_deadline = sleep(Duration::from_secs(cfg.auth.auth_timeout_secs));
+    let idle = sleep(inactivity);
+    // Far future until a token arms it.
+    let token_expiry = sleep(Duration::from_secs(10 * 365 * 86_400));
+    tokio::pin!(auth_deadline, idle, token_expiry);
+
+    let close = loop {
+        let authenticated = matches!(conn.session, Session::Authenticated(_));
+        tokio::select! {
+            biased;
+            code = control.wait() => break Some(code),
+            _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break None };
+                if write_batch(&mut sink, frame, &mut rx).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = stream.next() => {
+                let msg = match incoming {
+                    None => break None,
+                    Some(Err(e)) => break read_error_close(&e),
+                    Some(Ok(msg)) => msg,
+                };
+                // Any client frame is activity (the seed counted only heartbeats).
+                idle.as_mut().reset(Instant::now() + inactivity);
+                match msg {
+                    Message::Text(text) => conn.handle_text(text.as_str()).await,
+                    Message::Binary(_) => break Some(CloseCode::UnsupportedData),
+                    // tungstenite queued the pong; push it out now.
+                    Message::Ping(_) => {
+                        if sink.flush().await.is_err() {
+                            break None;
+                        }
+                    }
+                    Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Close(_) => break None,
+                }
+                if let Some(deadline) = conn.token_deadline.take() {
+                    token_expiry.as_mut().reset(deadline);
+                }
+            }
+            _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
+            _ = &mut idle => break Some(CloseCode::InactivityTimeout),
+            _ = &mut token_expiry => break Some(CloseCode::TokenExpired),
+        }
+    };
+
+    // Leave rooms first so the others hear `user_disconnected` even if the close
+    // handshake below stalls.
+    conn.rooms.clear();
+    match close {
+        Some(code) => {
+            if code != CloseCode::SlowConsumer {
+                // Frames already queued (an error explaining the close, messages in flight
+                // at shutdown) go out before the close frame.
+                while let Ok(frame) = rx.try_recv() {
+                    if sink.feed(frame).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let frame = Message::Close(Some(CloseFrame {
+                code: WsCloseCode::from(code.code()),
+                reason: code.reason().into(),
+            }));
+            let _ = timeout(CLOSE_GRACE, sink.send(frame)).await;
+            // Wait for the peer's close reply so the handshake completes cleanly.
+            let _ = timeout(CLOSE_GRACE, async {
+                while stream.next().await.is_some() {}
+            })
+            .await;
+        }
+        None => {
+            let _ = timeout(CLOSE_GRACE, sink.close()).await;
+        }
+    }
+    drop(registration);
+}
+
+async fn write_batch<S>(
+    sink: &mut S,
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+) -> Result<(), WsError>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    sink.feed(first).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(frame) => sink.feed(frame).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
+/// The close code for a read error; `None` when the peer is simply gone.
+fn read_error_close(e: &WsError) -> Option<CloseCode> {
+    match e {
+        WsError::Capacity(_) => Some(CloseCode::MessageTooBig),
+        WsError::Utf8(_) => Some(CloseCode::InvalidPayload),
+        WsError::Protocol(_) | WsError::AttackAttempt => Some(CloseCode::ProtocolError),
+        _ => None,
+    }
+}
+
+impl Conn {
+    fn error(&self, code: ErrorCode) {
+        self.out
+            .send_text(protocol::error_frame(code, None, None, None));
+    }
+
+    fn error_with(
+        &self,
+        code: ErrorCode,
+        field: Option<&'static str>,
+        room_id: Option<&str>,
+        retry_after_ms: Option<u64>,
+    ) {
+        self.out
+            .send_text(protocol::error_frame(code, field, room_id, retry_after_ms));
+    }
+}

@@ -1,0 +1,283 @@
+//! HTTP routes, by resource: `GET /healthz` and the `GET /ws` upgrade. The upgrade is
+//! done here rather than with `warp::ws()` so tungstenite gets small buffers and our
+//! frame limits, and so origin, TLS and per-IP checks refuse a socket with an HTTP
+//! status before any upgrade. Each refusal has a stable code in [`HttpError`]; one
+//! `recover` turns every rejection into `{code, message}` JSON. Routes never touch the
+//! store directly.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::Reply;
+
+use crate::audit::Outcome;
+use crate::config::{Cidr, canonical};
+use crate::conn;
+use crate::state::AppState;
+
+/// The peer address of the TCP connection, put into request extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The connection's upgrade handle, moved into a cloneable slot by the accept loop so a
+/// filter can take it.
+#[derive(Clone, Default)]
+pub struct UpgradeSlot(pub std::sync::Arc<std::sync::Mutex<Option<OnUpgrade>>>);
+
+/// Refusals answered over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    /// `GET /ws` without a valid WebSocket upgrade request.
+    UpgradeRequired,
+    /// The Origin is not in `security.allowed_origins`.
+    OriginNotAllowed,
+    /// `security.require_tls` is on and no trusted proxy reported HTTPS.
+    TlsRequired,
+    /// The client IP has `connection.max_unauthenticated_per_ip` unauthenticated sockets.
+    TooManyUnauthenticated,
+    /// No such route.
+    NotFound,
+    /// The method is not allowed on this route.
+    MethodNotAllowed,
+}
+
+impl HttpError {
+    /// Every variant, in README order.
+    pub const ALL: [HttpError; 6] = [
+        HttpError::UpgradeRequired,
+        HttpError::OriginNotAllowed,
+        HttpError::TlsRequired,
+        HttpError::TooManyUnauthenticated,
+        HttpError::NotFound,
+        HttpError::MethodNotAllowed,
+    ];
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            HttpError::UpgradeRequired => StatusCode::BAD_REQUEST,
+            HttpError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            HttpError::TlsRequired => StatusCode::FORBIDDEN,
+            HttpError::TooManyUnauthenticated => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            HttpError::UpgradeRequired => "upgrade_required",
+            HttpError::OriginNotAllowed => "origin_not_allowed",
+            HttpError::TlsRequired => "tls_required",
+            HttpError::TooManyUnauthenticated => "too_many_unauthenticated",
+            HttpError::NotFound => "not_found",
+            HttpError::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            HttpError::UpgradeRequired => "Expected a WebSocket upgrade request",
+            HttpError::OriginNotAllowed => "Origin not allowed",
+            HttpError::TlsRequired => "TLS required",
+            HttpError::TooManyUnauthenticated => "Too many unauthenticated connections",
+            HttpError::NotFound => "Not found",
+            HttpError::MethodNotAllowed => "Method not allowed",
+        }
+    }
+
+    fn response(self) -> warp::reply::Response {
+        #[derive(Serialize)]
+        struct Body {
+            code: &'static str,
+            message: &'static str,
+        }
+        let json = warp::reply::json(&Body {
+            code: self.code(),
+            message: self.message(),
+        });
+        warp::reply::with_status(json, self.status()).into_response()
+    }
+}
+
+#[derive(Debug)]
+struct Refused(HttpError);
+impl warp::reject::Reject for Refused {}
+
+/// All routes, boxed at the boundary.
+pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let ws = warp::path!("ws")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<UpgradeSlot>())
+        .and_then(ws_upgrade);
+    health.or(ws).unify().recover(recover).unify().boxed()
+}
+
+fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+async fn recover(rej: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let err = if let Some(Refused(e)) = rej.find::<Refused>() {
+        *e
+    } else if rej.is_not_found() {
+        HttpError::NotFound
+    } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+        HttpError::MethodNotAllowed
+    } else {
+        HttpError::NotFound
+    };
+    Ok(err.response())
+}
+
+/// The client IP: the socket peer, or the first untrusted hop of `X-Forwarded-For`
+/// (right to left) when the peer is a trusted proxy. The seed believed XFF from anyone.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut ip = peer;
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect();
+    for hop in hops.into_iter().rev() {
+        ip = canonical(hop);
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    ip
+}
+
+/// `GET /ws`: checks origin, TLS and the per-IP cap, then answers 101 and hands the
+/// upgraded stream to a connection task.
+async fn ws_upgrade(
+    state: AppState,
+    headers: HeaderMap,
+    peer: Option<PeerAddr>,
+    slot: Option<UpgradeSlot>,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    let refuse = |e: HttpError| Err(warp::reject::custom(Refused(e)));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let is_upgrade = header("connection").is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    }) && header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        && header("sec-websocket-version") == Some("13");
+    let key = headers.get("sec-websocket-key").cloned();
+    let (Some(key), true) = (key, is_upgrade) else {
+        return refuse(HttpError::UpgradeRequired);
+    };
+    let peer_ip = peer
+        .map(|p| p.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = client_ip(peer_ip, &headers, &state.trusted_proxies);
+    let sec = &state.cfg.security;
+
+    if !sec.allowed_origins.is_empty() {
+        let allowed = match header("origin") {
+            Some(o) => sec.allowed_origins.iter().any(|a| a == o),
+            None => sec.allow_missing_origin,
+        };
+        if !allowed {
+            let origin: String = header("origin").unwrap_or("").chars().take(200).collect();
+            let ip_s = ip.to_string();
+            state.audit.record(
+                "origin_refused",
+                None,
+                Outcome::Failure,
+                &[("origin", &origin), ("clientIp", &ip_s)],
+            );
+            return refuse(HttpError::OriginNotAllowed);
+        }
+    }
+    if sec.require_tls {
+        let from_proxy = state.trusted_proxies.iter().any(|c| c.contains(peer_ip));
+        let https = from_proxy
+            && header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        if !https {
+            return refuse(HttpError::TlsRequired);
+        }
+    }
+    let admission = match state.registry.admit(ip) {
+        Ok(a) => a,
+        Err(_) => return refuse(HttpError::TooManyUnauthenticated),
+    };
+    let Some(on_upgrade) = slot.and_then(|s| s.0.lock().ok().and_then(|mut g| g.take())) else {
+        return refuse(HttpError::UpgradeRequired);
+    };
+
+    let c = &state.cfg.connection;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(c.max_frame_bytes.max(64 * 1024) * 4)
+        .max_message_size(Some(c.max_frame_bytes))
+        .max_frame_size(Some(c.max_frame_bytes));
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                conn::run(ws, state, ip, admission).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+
+    let accept = derive_accept_key(key.as_bytes());
+    let mut res = warp::reply::Response::default();
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert("connection", HeaderValue::from_static("upgrade"));
+    h.insert("upgrade", HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xff_only_from_trusted_proxies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.2".parse().unwrap());
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &[]), peer);
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let outsider: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+    }
+}

@@ -1,0 +1,186 @@
+//! Every open connection, by id and by user, plus unauthenticated sockets per client IP.
+//! This is what stats, per-user connection caps, revocation ("close every socket of this
+//! user or token") and shutdown act on. It never touches rooms or the store, and its lock
+//! is never held across an await.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::outbound::Outbound;
+use crate::protocol::CloseCode;
+
+struct Entry {
+    out: Outbound,
+    user: Option<Arc<str>>,
+    token_keys: Vec<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<u64, Entry>,
+    by_user: HashMap<Arc<str>, Vec<u64>>,
+    unauthenticated: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+/// The connection registry.
+pub struct Registry {
+    /// Locking rule: map updates only; no await, no I/O.
+    inner: Mutex<Inner>,
+    max_unauthenticated_per_ip: usize,
+    max_connections_per_user: usize,
+}
+
+/// The IP already has its quota of unauthenticated sockets.
+#[derive(Debug)]
+pub struct TooManyUnauthenticated;
+
+/// The user already has its quota of authenticated sockets.
+#[derive(Debug)]
+pub struct TooManyConnections;
+
+impl Registry {
+    pub fn new(max_unauthenticated_per_ip: usize, max_connections_per_user: usize) -> Registry {
+        Registry {
+            inner: Mutex::new(Inner::default()),
+            max_unauthenticated_per_ip,
+            max_connections_per_user,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an unauthenticated socket from `ip` before the upgrade is accepted.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, TooManyUnauthenticated> {
+        let mut inner = self.lock();
+        let n = inner.unauthenticated.entry(ip).or_insert(0);
+        if *n >= self.max_unauthenticated_per_ip {
+            return Err(TooManyUnauthenticated);
+        }
+        *n += 1;
+        Ok(Admission {
+            registry: self.clone(),
+            ip,
+        })
+    }
+
+    /// Registers an open connection; the guard unregisters it.
+    pub fn register(self: &Arc<Self>, out: Outbound) -> Registration {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.conns.insert(
+            id,
+            Entry {
+                out,
+                user: None,
+                token_keys: Vec::new(),
+            },
+        );
+        Registration {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// Marks a connection authenticated as `user`, enforcing the per-user cap.
+    pub fn authenticate(
+        &self,
+        id: u64,
+        user: Arc<str>,
+        token_keys: Vec<String>,
+    ) -> Result<(), TooManyConnections> {
+        let mut inner = self.lock();
+        let count = inner.by_user.get(&user).map_or(0, Vec::len);
+        if count >= self.max_connections_per_user {
+            return Err(TooManyConnections);
+        }
+        if let Some(e) = inner.conns.get_mut(&id) {
+            e.user = Some(user.clone());
+            e.token_keys = token_keys;
+            inner.by_user.entry(user).or_default().push(id);
+        }
+        Ok(())
+    }
+
+    /// Closes every connection of `user`; returns how many.
+    pub fn close_user(&self, user: &str, code: CloseCode) -> usize {
+        let inner = self.lock();
+        let ids = inner.by_user.get(user).cloned().unwrap_or_default();
+        for id in &ids {
+            if let Some(e) = inner.conns.get(id) {
+                e.out.close(code);
+            }
+        }
+        ids.len()
+    }
+
+    /// Closes every connection authenticated with a token having any of `keys`.
+    pub fn close_token(&self, keys: &[String], code: CloseCode) -> usize {
+        let inner = self.lock();
+        let mut n = 0;
+        for e in inner.conns.values() {
+            if e.token_keys.iter().any(|k| keys.contains(k)) {
+                e.out.close(code);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes every connection.
+    pub fn close_all(&self, code: CloseCode) {
+        for e in self.lock().conns.values() {
+            e.out.close(code);
+        }
+    }
+
+    /// (open connections, authenticated connections).
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let authed = inner.by_user.values().map(Vec::len).sum();
+        (inner.conns.len(), authed)
+    }
+}
+
+/// An unauthenticated socket counted against its IP; dropped at auth or close.
+pub struct Admission {
+    registry: Arc<Registry>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(n) = inner.unauthenticated.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.unauthenticated.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A registered connection; dropping it unregisters.
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(e) = inner.conns.remove(&self.id)
+            && let Some(user) = e.user
+            && let Some(ids) = inner.by_user.get_mut(&user)
+        {
+            ids.retain(|i| *i != self.id);
+            if ids.is_empty() {
+                inner.by_user.remove(&user);
+            }
+        }
+    }
+}

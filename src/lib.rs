@@ -1,0 +1,28 @@
+//! roomgate: a self-hosted real-time WebSocket gateway. Crate map, following one frame:
+//! socket → [`http`] (upgrade, origin, client IP) → [`conn`] (one task per connection)
+//! → [`protocol`] decode → `conn::dispatch` → [`auth`] / [`ratelimit`] / [`authz`] →
+//! [`hub`] (rooms, fan-out into bounded [`hub::Outbound`] queues) → each member's task
+//! writes. Durable facts live in [`store`] (sled), written off the fan-out path by
+//! [`history`] and [`audit`]; [`sweeper`] expires them. [`server`] wires it all
+//! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
+//! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod content;
+pub mod control;
+pub mod history;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod ratelimit;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod sweeper;

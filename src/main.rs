@@ -1,0 +1,192 @@
+//! The binary's edge: parse the command line, load the configuration, set up logging,
+//! then either serve or run one operator command (through the running server's control
+//! socket when there is one, directly on the store otherwise). `anyhow` lives here only.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use roomgate::admin::{self, Request, Target};
+use roomgate::cli::{Cli, Command, RoomCmd, UserCmd, parse_since};
+use roomgate::config::{Config, Overrides};
+use roomgate::protocol::now_ms;
+use roomgate::server::Server;
+use roomgate::store::Store;
+use roomgate::{control, secrets};
+use serde_json::Value;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roomgate: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let listen = match &cli.command {
+        Some(Command::Serve { listen }) => listen.clone(),
+        _ => None,
+    };
+    let overrides = Overrides {
+        config_file: cli.global.config.clone(),
+        listen,
+        data_dir: cli.global.data.clone(),
+    };
+    let cfg = Config::load(&overrides, &env)?;
+    let request = match cli.command {
+        None | Some(Command::Serve { .. }) => return serve(cfg).await,
+        Some(Command::User {
+            cmd: UserCmd::Roles { id, set },
+        }) => Request::UserRoles {
+            user_id: id,
+            roles: set,
+        },
+        Some(Command::Room {
+            cmd:
+                RoomCmd::Create {
+                    id,
+                    kind,
+                    name,
+                    read,
+                    write,
+                    admin,
+                    max,
+                },
+        }) => Request::RoomCreate {
+            id,
+            name,
+            kind,
+            read,
+            write,
+            admin,
+            max_participants: max,
+        },
+        Some(Command::Revoke { token, jti, user }) => match (token, jti, user) {
+            (Some(t), None, None) => {
+                let token = if t == "-" {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the token from stdin")?;
+                    s.trim().to_string()
+                } else {
+                    t
+                };
+                Request::RevokeToken {
+                    token: Some(token),
+                    jti: None,
+                }
+            }
+            (None, Some(j), None) => Request::RevokeToken {
+                token: None,
+                jti: Some(j),
+            },
+            (None, None, Some(u)) => Request::RevokeUser { user_id: u },
+            _ => bail!("give exactly one of --token, --jti or --user"),
+        },
+        Some(Command::Stats) => Request::Stats,
+        Some(Command::Events {
+            since,
+            action,
+            limit,
+        }) => Request::Events {
+            since_ms: since
+                .map(|s| parse_since(&s, now_ms()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            action,
+            limit,
+        },
+    };
+    let is_events = matches!(request, Request::Events { .. });
+    let result = operate(&cfg, request).await?;
+    match (is_events, result) {
+        (true, Value::Array(events)) => {
+            for e in events {
+                println!("{e}");
+            }
+        }
+        (_, other) => println!("{}", serde_json::to_string_pretty(&other)?),
+    }
+    Ok(())
+}
+
+/// Runs an operator request on the running server, or on the store when none runs.
+async fn operate(cfg: &Config, request: Request) -> anyhow::Result<Value> {
+    if let Some(reply) = control::call(&cfg.control_socket_path(), &request)
+        .await
+        .context("talking to the running server")?
+    {
+        if reply["ok"] == Value::Bool(true) {
+            return Ok(reply["result"].clone());
+        }
+        bail!(
+            "{} ({})",
+            reply["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed"),
+            reply["error"]["code"].as_str().unwrap_or("error")
+        );
+    }
+    let secrets = secrets::resolve(cfg)?;
+    let store = Store::open(&cfg.data_dir, &cfg.store)?;
+    let result = admin::execute(
+        request,
+        Target::Offline {
+            store: &store,
+            cfg,
+            event_key: &secrets.event_key,
+        },
+    )
+    .await;
+    store.flush().await?;
+    Ok(result?)
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let filter = std::env::var("ROOMGATE_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    tracing::info!(config = %cfg.redacted(), "effective configuration");
+    let listener = tokio::net::TcpListener::bind(cfg.listen_addr())
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let server = Server::start(cfg, listener).await?;
+    // A stable line on stdout so scripts and tests learn the port when listening on :0.
+    println!("roomgate listening on http://{}", server.local_addr());
+    tracing::info!(addr = %server.local_addr(), "serving");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

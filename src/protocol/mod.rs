@@ -1,0 +1,361 @@
+//! The wire protocol: client frames decoded from JSON text and server frames encoded to
+//! it, exactly in the seed's shapes (`{type, data, timestamp}`) plus our `code` field on
+//! errors. This module owns the envelope rules (what makes a frame well-formed, how deep
+//! JSON may nest) and nothing else: it never touches sockets, state or the store, and it
+//! never decides whether an action is allowed.
+
+pub mod codes;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use codes::{CloseCode, ErrorCode, Reconnect};
+
+/// A decoded client frame. Field names follow the seed (`roomId`, `content`, `token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// `auth {token}`.
+    Auth { token: String },
+    /// `join {roomId}`.
+    Join { room_id: String },
+    /// `leave {roomId}`.
+    Leave { room_id: String },
+    /// `message {roomId, content}`.
+    Message { room_id: String, content: String },
+    /// `heartbeat {}`.
+    Heartbeat,
+}
+
+impl ClientFrame {
+    /// The frame's `type`, for logs and limiter decisions.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Auth { .. } => "auth",
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::Message { .. } => "message",
+            ClientFrame::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// Why a text frame could not be decoded; always answered with an error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    /// The offending `data` field for [`ErrorCode::InvalidField`].
+    pub field: Option<&'static str>,
+}
+
+impl DecodeError {
+    fn code(code: ErrorCode) -> Self {
+        DecodeError { code, field: None }
+    }
+
+    fn field(field: &'static str) -> Self {
+        DecodeError {
+            code: ErrorCode::InvalidField,
+            field: Some(field),
+        }
+    }
+}
+
+/// Decodes one text frame. The depth check runs first, on bytes, so a hostile
+/// `[[[[...` costs a linear scan and never reaches the recursive parser.
+pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> {
+    if json_depth_exceeds(text.as_bytes(), max_depth) {
+        return Err(DecodeError::code(ErrorCode::NestingTooDeep));
+    }
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| DecodeError::code(ErrorCode::InvalidFormat))?;
+    let Value::Object(mut envelope) = value else {
+        return Err(DecodeError::code(ErrorCode::InvalidStructure));
+    };
+    // The seed's validateMessage: type is a string, data an object, timestamp a number.
+    let kind = match envelope.remove("type") {
+        Some(Value::String(s)) => s,
+        _ => return Err(DecodeError::code(ErrorCode::InvalidStructure)),
+    };
+    let data = match envelope.remove("data") {
+        Some(Value::Object(map)) => map,
+        _ => return Err(DecodeError::code(ErrorCode::InvalidStructure)),
+    };
+    if !matches!(envelope.get("timestamp"), Some(Value::Number(_))) {
+        return Err(DecodeError::code(ErrorCode::InvalidStructure));
+    }
+    match kind.as_str() {
+        "auth" => match data.get("token") {
+            Some(Value::String(t)) if !t.is_empty() => Ok(ClientFrame::Auth { token: t.clone() }),
+            // The seed answers every missing or empty token with "Token required".
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                Err(DecodeError::code(ErrorCode::TokenRequired))
+            }
+            Some(_) => Err(DecodeError::field("token")),
+        },
+        "join" => Ok(ClientFrame::Join {
+            room_id: string_field(&data, "roomId")?,
+        }),
+        "leave" => Ok(ClientFrame::Leave {
+            room_id: string_field(&data, "roomId")?,
+        }),
+        "message" => Ok(ClientFrame::Message {
+            room_id: string_field(&data, "roomId")?,
+            content: string_field(&data, "content")?,
+        }),
+        "heartbeat" => Ok(ClientFrame::Heartbeat),
+        _ => Err(DecodeError::code(ErrorCode::UnknownType)),
+    }
+}
+
+fn string_field(data: &Map<String, Value>, name: &'static str) -> Result<String, DecodeError> {
+    match data.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(DecodeError::field(name)),
+    }
+}
+
+/// True when `bytes` opens more than `max` nested arrays/objects at some point. Brackets
+/// inside strings are skipped; malformed JSON is left for the parser to reject.
+pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Milliseconds since the Unix epoch, the unit of every `timestamp` on the wire.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, D: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: &'a D,
+    timestamp: u64,
+}
+
+/// Encodes a server frame `{type, data, timestamp}`. Serialisation of our own plain data
+/// types cannot fail; if it ever did we send an `internal` error rather than panic.
+pub fn encode<D: Serialize>(kind: &str, data: &D) -> String {
+    let envelope = Envelope {
+        kind,
+        data,
+        timestamp: now_ms(),
+    };
+    serde_json::to_string(&envelope).unwrap_or_else(|_| {
+        format!(
+            r#"{{"type":"error","data":{{"code":"internal","message":"Internal error"}},"timestamp":{}}}"#,
+            now_ms()
+        )
+    })
+}
+
+/// `handshake {connectionId, serverTime}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handshake<'a> {
+    pub connection_id: &'a str,
+    pub server_time: u64,
+    /// How often the client should send `heartbeat` (our addition; seed clients ignore it).
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `auth_success {wsToken, user}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSuccess<'a> {
+    pub ws_token: &'a str,
+    pub user: UserView<'a>,
+}
+
+/// The user as other clients see it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView<'a> {
+    pub user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+    pub roles: &'a [String],
+}
+
+/// `room_joined {roomId, participants}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomJoined<'a> {
+    pub room_id: &'a str,
+    pub participants: Vec<String>,
+}
+
+/// `room_left {roomId}`: our acknowledgement of `leave` (the seed sends none).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomLeft<'a> {
+    pub room_id: &'a str,
+}
+
+/// `user_joined`, `user_left`, `user_disconnected {userId, email, roomId}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPresence<'a> {
+    pub user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+    pub room_id: &'a str,
+}
+
+/// The `data` of a `message` frame: the seed's `chat_message`.
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub room_id: &'a str,
+    pub content: &'a str,
+    pub user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+    pub timestamp: u64,
+}
+
+/// `heartbeat_response {serverTime}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    pub server_time: u64,
+}
+
+/// `error {code, message, field?, retryAfterMs?}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorData<'a> {
+    pub code: &'static str,
+    pub message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Encodes an error reply.
+pub fn error_frame(
+    code: ErrorCode,
+    field: Option<&'static str>,
+    room_id: Option<&str>,
+    retry_after_ms: Option<u64>,
+) -> String {
+    encode(
+        "error",
+        &ErrorData {
+            code: code.code(),
+            message: code.message(),
+            field,
+            room_id,
+            retry_after_ms,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_seed_frames() {
+        let f = decode(
+            r#"{"type":"join","data":{"roomId":"r1"},"timestamp":1}"#,
+            32,
+        );
+        assert_eq!(
+            f,
+            Ok(ClientFrame::Join {
+                room_id: "r1".into()
+            })
+        );
+        let f = decode(r#"{"type":"heartbeat","data":{},"timestamp":1.5}"#, 32);
+        assert_eq!(f, Ok(ClientFrame::Heartbeat));
+    }
+
+    #[test]
+    fn rejects_bad_envelopes() {
+        let cases = [
+            ("not json", ErrorCode::InvalidFormat),
+            ("[]", ErrorCode::InvalidStructure),
+            (r#"{"type":"join","data":{}}"#, ErrorCode::InvalidStructure),
+            (
+                r#"{"type":"join","data":{},"timestamp":1}"#,
+                ErrorCode::InvalidField,
+            ),
+            (
+                r#"{"type":"join","data":{"roomId":"a"}}"#,
+                ErrorCode::InvalidStructure,
+            ),
+            (
+                r#"{"type":1,"data":{},"timestamp":1}"#,
+                ErrorCode::InvalidStructure,
+            ),
+            (
+                r#"{"type":"x","data":[],"timestamp":1}"#,
+                ErrorCode::InvalidStructure,
+            ),
+            (
+                r#"{"type":"x","data":{},"timestamp":"1"}"#,
+                ErrorCode::InvalidStructure,
+            ),
+            (
+                r#"{"type":"nope","data":{},"timestamp":1}"#,
+                ErrorCode::UnknownType,
+            ),
+            (
+                r#"{"type":"auth","data":{},"timestamp":1}"#,
+                ErrorCode::TokenRequired,
+            ),
+            (
+                r#"{"type":"auth","data":{"token":""},"timestamp":1}"#,
+                ErrorCode::TokenRequired,
+            ),
+        ];
+        for (text, code) in cases {
+            let got = decode(text, 32).map_err(|e| e.code);
+            assert_eq!(got, Err(code), "{text}");
+        }
+    }
+
+    #[test]
+    fn depth_scan_ignores_brackets_in_strings() {
+        assert!(!json_depth_exceeds(br#"{"a":"[[[[[[[[["}"#, 2));
+        assert!(json_depth_exceeds(b"[[[", 2));
+        assert!(!json_depth_exceeds(b"[[]]", 2));
+        assert!(!json_depth_exceeds(br#"{"a":"\"[[[["}"#, 1));
+    }
+}

@@ -1,0 +1,178 @@
+//! The seed's three rate limits as in-process governor keyed limiters (GCRA: a burst of
+//! `points`, refilled evenly over `duration_secs`). Keys are user ids after auth and
+//! client IPs before it; IPv6 clients are keyed by their /64 so one host cannot dodge
+//! the limit by rotating addresses. governor keeps every key it has seen, so `sweep`
+//! (called by the sweeper, and early when `max_keys` is passed) drops idle ones. This
+//! module decides only "allowed or wait N ms"; it never sends anything.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota as GQuota};
+
+use crate::config::{Quota, RateLimitConfig};
+
+/// Who a limit applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    User(Arc<str>),
+    Ip(IpAddr),
+}
+
+impl Key {
+    /// The key for a client IP: IPv4 as is, IPv6 by /64.
+    pub fn ip(ip: IpAddr) -> Key {
+        match crate::config::canonical(ip) {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & (u128::MAX << 64);
+                Key::Ip(IpAddr::V6(bits.into()))
+            }
+            v4 => Key::Ip(v4),
+        }
+    }
+}
+
+/// Which limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Message,
+    Auth,
+    Join,
+}
+
+struct One {
+    limiter: DefaultKeyedRateLimiter<Key>,
+    checks: AtomicU64,
+}
+
+/// The three limiters; `None` inside when limits are disabled.
+pub struct Limiters {
+    message: Option<One>,
+    auth: Option<One>,
+    join: Option<One>,
+    max_keys: usize,
+    clock: DefaultClock,
+}
+
+fn build(q: Quota, enabled: bool) -> Option<One> {
+    if !enabled {
+        return None;
+    }
+    let points = NonZeroU32::new(q.points)?;
+    let period = Duration::from_secs(q.duration_secs) / q.points;
+    let quota = GQuota::with_period(period)?.allow_burst(points);
+    Some(One {
+        limiter: DefaultKeyedRateLimiter::keyed(quota),
+        checks: AtomicU64::new(0),
+    })
+}
+
+impl Limiters {
+    /// Builds the limiters from config.
+    pub fn new(cfg: &RateLimitConfig) -> Limiters {
+        Limiters {
+            message: build(cfg.message, cfg.enabled),
+            auth: build(cfg.auth, cfg.enabled),
+            join: build(cfg.join, cfg.enabled),
+            max_keys: cfg.max_keys,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn get(&self, which: Limit) -> Option<&One> {
+        match which {
+            Limit::Message => self.message.as_ref(),
+            Limit::Auth => self.auth.as_ref(),
+            Limit::Join => self.join.as_ref(),
+        }
+    }
+
+    /// Takes one point for `key`; `Err(ms)` says how long until the next point.
+    pub fn check(&self, which: Limit, key: &Key) -> Result<(), u64> {
+        let Some(one) = self.get(which) else {
+            return Ok(());
+        };
+        // Counting keys costs a walk over the shards, so do it every 1024 checks only.
+        if one.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023
+            && one.limiter.len() > self.max_keys
+        {
+            one.limiter.retain_recent();
+        }
+        one.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            (wait.as_millis() as u64).max(1)
+        })
+    }
+
+    /// Drops keys whose limit has fully refilled.
+    pub fn sweep(&self) {
+        for one in [&self.message, &self.auth, &self.join]
+            .into_iter()
+            .flatten()
+        {
+            one.limiter.retain_recent();
+            one.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Keys currently tracked, summed over limiters.
+    pub fn tracked_keys(&self) -> usize {
+        [&self.message, &self.auth, &self.join]
+            .into_iter()
+            .flatten()
+            .map(|o| o.limiter.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let cfg = RateLimitConfig {
+            auth: Quota {
+                points: 3,
+                duration_secs: 3,
+            },
+            ..RateLimitConfig::default()
+        };
+        let l = Limiters::new(&cfg);
+        let k = Key::ip("127.0.0.1".parse().unwrap());
+        for _ in 0..3 {
+            assert!(l.check(Limit::Auth, &k).is_ok());
+        }
+        let wait = l.check(Limit::Auth, &k).unwrap_err();
+        assert!(wait > 0 && wait <= 1000, "{wait}");
+        std::thread::sleep(Duration::from_millis(wait + 20));
+        assert!(l.check(Limit::Auth, &k).is_ok());
+        assert!(l.check(Limit::Auth, &k).is_err());
+    }
+
+    #[test]
+    fn ipv6_keyed_by_slash_64() {
+        let a = Key::ip("2001:db8::1".parse().unwrap());
+        let b = Key::ip("2001:db8::ffff".parse().unwrap());
+        let c = Key::ip("2001:db8:0:1::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn disabled_allows_everything() {
+        let cfg = RateLimitConfig {
+            enabled: false,
+            ..RateLimitConfig::default()
+        };
+        let l = Limiters::new(&cfg);
+        let k = Key::User("u".into());
+        for _ in 0..1000 {
+            assert!(l.check(Limit::Message, &k).is_ok());
+        }
+    }
+}

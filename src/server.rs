@@ -1,0 +1,184 @@
+//! Server lifecycle: open the store, build `AppState`, serve HTTP/WebSocket from our own
+//! accept loop (hyper-util with a header-read timeout, upgrades, and the peer address put
+//! into each request), run the control socket and the sweeper, and shut down in a
+//! written order: stop accepting, close every socket with 1001, wait for connection
+//! tasks (bounded by `shutdown_deadline_secs`), drain the history and audit writers,
+//! flush the store last. Nothing here handles protocol frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{Audit, Outcome};
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::history::HistoryWriter;
+use crate::http::{self, PeerAddr, UpgradeSlot};
+use crate::hub::{Hub, Registry};
+use crate::protocol::{CloseCode, now_ms};
+use crate::ratelimit::Limiters;
+use crate::secrets::{self, SecretsError};
+use crate::state::AppState;
+use crate::store::{Store, StoreError};
+use crate::{control, sweeper};
+
+/// Header-read timeout for HTTP requests (slow-header clients are dropped).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("control socket: {0}")]
+    Control(std::io::Error),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    accept: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts serving on `listener` with `cfg` (already validated).
+    pub async fn start(cfg: Config, listener: TcpListener) -> Result<Server, StartError> {
+        let addr = listener.local_addr().map_err(StartError::Listener)?;
+        let secrets = secrets::resolve(&cfg)?;
+        let store = Store::open(&cfg.data_dir, &cfg.store)?;
+        let cfg = Arc::new(cfg);
+        let state = AppState {
+            verifier: Arc::new(Verifier::new(&cfg.auth, &secrets.jwt, &secrets.ws)),
+            audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
+            history: HistoryWriter::start(
+                store.clone(),
+                cfg.store.history_queue,
+                cfg.rooms.message_history,
+            ),
+            hub: Arc::new(Hub::new(store.clone(), cfg.rooms.clone())),
+            registry: Arc::new(Registry::new(
+                cfg.connection.max_unauthenticated_per_ip,
+                cfg.connection.max_connections_per_user,
+            )),
+            limiters: Arc::new(Limiters::new(&cfg.rate_limits)),
+            trusted_proxies: cfg.trusted_proxies().into(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            store,
+            cfg: cfg.clone(),
+        };
+        if cfg.control_socket {
+            let path = cfg.control_socket_path();
+            let unix = control::bind(&path).await.map_err(StartError::Control)?;
+            tokio::spawn(control::serve(unix, path, state.clone()));
+        }
+        let accept = tokio::spawn(accept_loop(listener, state.clone()));
+        let sweeper = tokio::spawn(sweeper::run(state.clone()));
+        state
+            .audit
+            .record("server_start", None, Outcome::Success, &[]);
+        Ok(Server {
+            addr,
+            state,
+            accept,
+            sweeper,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Shuts down in order and returns when the store is flushed.
+    pub async fn shutdown(self) {
+        let s = &self.state;
+        s.shutdown.cancel();
+        let _ = self.accept.await;
+        s.registry.close_all(CloseCode::GoingAway);
+        s.tasks.close();
+        let deadline = Duration::from_secs(s.cfg.shutdown_deadline_secs);
+        if tokio::time::timeout(deadline, s.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown deadline passed with connections still open");
+        }
+        let _ = self.sweeper.await;
+        s.history.stop().await;
+        s.audit.stop().await;
+        if let Err(e) = s.store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: AppState) {
+    let routes = http::routes(state.clone());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(warp::service(routes.clone()));
+        let shutdown = state.shutdown.clone();
+        state.tasks.spawn(async move {
+            let svc = hyper::service::service_fn(move |mut req: ::http::Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
+                    req.extensions_mut()
+                        .insert(UpgradeSlot(Arc::new(std::sync::Mutex::new(Some(on)))));
+                }
+                svc.call(req)
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Milliseconds now; re-exported for the sweeper's arithmetic.
+pub(crate) fn now() -> u64 {
+    now_ms()
+}

@@ -1,0 +1,34 @@
+//! `AppState`: the one wiring point, handed to every request and connection. It holds
+//! handles (cheap `Arc` clones) and no logic; every dependency of a handler is visible
+//! here, and there are no statics, so two servers can run in one process.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::Audit;
+use crate::auth::Verifier;
+use crate::config::{Cidr, Config};
+use crate::history::HistoryWriter;
+use crate::hub::{Hub, Registry};
+use crate::ratelimit::Limiters;
+use crate::store::Store;
+
+/// Shared server state.
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub registry: Arc<Registry>,
+    pub limiters: Arc<Limiters>,
+    pub verifier: Arc<Verifier>,
+    pub audit: Audit,
+    pub history: HistoryWriter,
+    pub trusted_proxies: Arc<[Cidr]>,
+    /// Cancelled when shutdown begins.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}

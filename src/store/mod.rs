@@ -1,0 +1,176 @@
+//! The only importer of sled. `Store` owns the database and its catalogue of trees; each
+//! record family lives in its own file with its key layout written beside it. Callers
+//! get typed records, never bytes or sled types. Integers in keys are big-endian so byte
+//! order is numeric order. This module must never be called while a hub lock is held
+//! and must never log record contents (they may hold user ids).
+//!
+//! Tree catalogue (name: key => value):
+//! - `meta`: utf8 name => bytes (`schema_version` => u32 BE)
+//! - `sessionid_session`: session id (hex) => [`SessionRecord`]
+//! - `tokenkey_revocation`: `jti:<jti>` | `sha256:<hex digest>` => [`Revocation`]
+//! - `userid_revokedbefore`: user id => u64 BE ms; tokens issued at or before it are refused
+//! - `userid_grants`: user id => [`UserGrants`] (the seed's `user_roles:` / `user_permissions:`)
+//! - `roomid_room`: room id => [`RoomRecord`]
+//! - `roomid_seq_message`: room id ++ 0xFF ++ seq u64 BE => [`HistoryRecord`]
+//! - `tsid_event`: ts ms u64 BE ++ id u64 BE => [`EventRecord`]
+
+pub mod codec;
+mod events;
+mod history;
+mod revocations;
+mod rooms;
+mod sessions;
+mod users;
+
+use std::path::Path;
+
+pub use events::{EventFilter, EventRecord};
+pub use history::HistoryRecord;
+pub use revocations::Revocation;
+pub use rooms::RoomRecord;
+pub use sessions::SessionRecord;
+pub use users::UserGrants;
+
+use crate::config::StoreConfig;
+
+/// Schema version written by this build. Bump with a numbered step in `migrate`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Store failures. The public text says what to do; causes go to the log once.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(
+        "the database in {path} is corrupt ({detail}). roomgate will not reset it. Stop the server, move the directory aside, and restore the latest backup (or start with an empty data directory)"
+    )]
+    Corrupt { path: String, detail: String },
+    #[error(
+        "the database in {path} was written by a newer roomgate (schema {found}, this build knows up to {supported}); run the newer version or restore a backup taken for this one"
+    )]
+    NewerSchema {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "the database in {0} is in use by another process (is a roomgate server running on this data directory?)"
+    )]
+    Locked(String),
+    #[error("stored record could not be decoded: {0}")]
+    Codec(String),
+}
+
+/// The database and its trees. Cheap to clone (sled handles are `Arc`s).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    sessions: sled::Tree,
+    revocations: sled::Tree,
+    user_revoked: sled::Tree,
+    users: sled::Tree,
+    rooms: sled::Tree,
+    history: sled::Tree,
+    events: sled::Tree,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database under `dir/db`, checks and migrates its
+    /// schema, and refuses newer or corrupt databases with a clear error.
+    pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let path = dir.join("db");
+        let shown = path.display().to_string();
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cfg.cache_capacity_bytes)
+            .flush_every_ms(Some(cfg.flush_every_ms))
+            .open()
+            .map_err(|e| open_error(&shown, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(&shown, e));
+        let store = Store {
+            meta: tree("meta")?,
+            sessions: tree("sessionid_session")?,
+            revocations: tree("tokenkey_revocation")?,
+            user_revoked: tree("userid_revokedbefore")?,
+            users: tree("userid_grants")?,
+            rooms: tree("roomid_room")?,
+            history: tree("roomid_seq_message")?,
+            events: tree("tsid_event")?,
+            db,
+        };
+        store.migrate(&shown)?;
+        Ok(store)
+    }
+
+    fn migrate(&self, shown: &str) -> Result<(), StoreError> {
+        let found = match self.meta.get("schema_version")? {
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    path: shown.to_string(),
+                    detail: "schema_version is not 4 bytes".into(),
+                })?;
+                u32::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: shown.to_string(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        // Numbered steps: step N upgrades a version N-1 database to N. Version 0 is a
+        // fresh database, and version 1 is the first layout, so there is nothing to move.
+        let mut version = found;
+        while version < SCHEMA_VERSION {
+            version += 1;
+            self.meta.insert("schema_version", &version.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every write so far is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush, for shutdown paths and the CLI.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A fresh unique id (monotonic within this database).
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Overwrites the schema version; tests use it to simulate a newer database.
+    pub fn set_schema_version_for_tests(&self, version: u32) -> Result<(), StoreError> {
+        self.meta.insert("schema_version", &version.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+fn open_error(path: &str, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            path: path.to_string(),
+            detail: e.to_string(),
+        },
+        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            StoreError::Locked(path.to_string())
+        }
+        sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+            StoreError::Locked(path.to_string())
+        }
+        other => other.into(),
+    }
+}
+
+fn u64_from(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}

@@ -1,0 +1,91 @@
+//! Sessions (the seed's `ws_session:<id>`): one per successful `auth`, kept until it
+//! expires or is revoked, so a `wsToken` can resume after a disconnect or a restart.
+//! Key: session id (64 hex chars, 256 random bits).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, codec};
+
+/// A WebSocket session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub user_id: String,
+    pub email: Option<String>,
+    pub connection_id: String,
+    pub roles: Vec<String>,
+    pub client_ip: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Revocation key of the token that opened the session (`jti:..` or `sha256:..`).
+    pub token_key: String,
+    /// `exp` of that token, seconds since the epoch.
+    pub token_exp: u64,
+}
+
+impl Store {
+    /// Writes or replaces a session.
+    pub fn put_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions
+            .insert(s.session_id.as_bytes(), codec::encode(s)?)?;
+        Ok(())
+    }
+
+    /// Reads a session, whether or not it has expired.
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions
+            .get(id.as_bytes())?
+            .map(|v| codec::decode(&v))
+            .transpose()
+    }
+
+    /// Deletes every session of a user; returns how many went.
+    pub fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            let s: SessionRecord = codec::decode(&v)?;
+            if s.user_id == user_id {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes every session opened with the token whose revocation key is `token_key`.
+    pub fn delete_token_sessions(&self, token_key: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            let s: SessionRecord = codec::decode(&v)?;
+            if s.token_key == token_key {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes sessions that expired before `now_ms`; returns how many.
+    pub fn sweep_sessions(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            // An undecodable record cannot be used by anyone; sweeping it is safe.
+            let expired = codec::decode::<SessionRecord>(&v)
+                .map(|s| s.expires_ms <= now_ms)
+                .unwrap_or(true);
+            if expired {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Number of stored sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
