@@ -230,7 +230,7 @@ async fn ws_upgrade(
     let c = &state.cfg.connection;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(c.max_frame_bytes.max(64 * 1024) * 4)
         .max_message_size(Some(c.max_frame_bytes))
         .max_frame_size(Some(c.max_frame_bytes));

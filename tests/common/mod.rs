@@ -27,12 +27,14 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The configuration tests start from: fixed secrets, the given data root.
 pub fn test_config(dir: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:0".into();
-    cfg.data_dir = dir.to_path_buf();
+    let mut cfg = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        shutdown_deadline_secs: 5,
+        ..Config::default()
+    };
     cfg.auth.jwt_secret = Some(Secret(JWT_SECRET.into()));
     cfg.auth.ws_secret = Some(Secret(WS_SECRET.into()));
-    cfg.shutdown_deadline_secs = 5;
     cfg
 }
 

@@ -1,0 +1,126 @@
+//! The README's tables are checked against the code: every error code, close code, HTTP
+//! refusal and configuration field is documented with the text the code uses, and the
+//! README lists nothing the code does not have.
+
+use roomgate::config::Config;
+use roomgate::http::HttpError;
+use roomgate::protocol::{CloseCode, ErrorCode};
+use serde_json::Value;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} missing"));
+    let rest = &text[start + heading.len()..];
+    let end = rest.find("\n#").unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn rows(section: &str) -> Vec<Vec<String>> {
+    section
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1)
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn error_code_table_matches_code() {
+    let text = readme();
+    let table = rows(section(&text, "### Error codes"));
+    assert_eq!(table.len(), ErrorCode::ALL.len(), "row count");
+    for (row, code) in table.iter().zip(ErrorCode::ALL) {
+        assert_eq!(row[0], format!("`{}`", code.code()));
+        assert_eq!(row[1], code.message(), "message of {}", code.code());
+    }
+}
+
+#[test]
+fn close_code_table_matches_code() {
+    let text = readme();
+    let table = rows(section(&text, "### Close codes"));
+    assert_eq!(table.len(), CloseCode::ALL.len(), "row count");
+    for (row, code) in table.iter().zip(CloseCode::ALL) {
+        assert_eq!(row[0], code.code().to_string());
+        assert_eq!(row[1], code.reason());
+        assert_eq!(row[3], code.reconnect().as_str(), "reconnect of {code:?}");
+    }
+}
+
+#[test]
+fn http_refusal_table_matches_code() {
+    let text = readme();
+    let table = rows(section(&text, "### HTTP refusals"));
+    assert_eq!(table.len(), HttpError::ALL.len());
+    for (row, e) in table.iter().zip(HttpError::ALL) {
+        assert_eq!(row[0], e.status().as_u16().to_string());
+        assert_eq!(row[1], format!("`{}`", e.code()));
+        assert_eq!(row[2], e.message());
+    }
+}
+
+fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        // A quota is documented as one row.
+        Value::Object(m) if !m.contains_key("points") => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(&p, v, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+#[test]
+fn every_config_field_is_documented() {
+    let text = readme();
+    let table = rows(section(&text, "## Configuration"));
+    let documented: Vec<String> = table
+        .iter()
+        .map(|r| r[0].trim_matches('`').to_string())
+        .collect();
+    let mut fields = Vec::new();
+    leaves(
+        "",
+        &serde_json::to_value(Config::default()).unwrap(),
+        &mut fields,
+    );
+    for (f, default) in &fields {
+        let Some(row) = table.iter().find(|r| r[0].trim_matches('`') == f) else {
+            panic!("config field {f} is not in README");
+        };
+        let shown = match default {
+            Value::Null => None,
+            Value::Object(q) => Some(format!(
+                "`{{points = {}, duration_secs = {}}}`",
+                q["points"], q["duration_secs"]
+            )),
+            Value::String(s) => Some(format!("`{s}`")),
+            other => Some(format!("`{other}`").replace("\",\"", "\", \"")),
+        };
+        if let Some(shown) = shown {
+            assert_eq!(row[1], shown, "default of {f}");
+        }
+    }
+    for d in &documented {
+        assert!(
+            fields.iter().any(|(f, _)| f == d),
+            "README documents {d}, which is not a field"
+        );
+    }
+}
