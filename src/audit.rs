@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::BatchWriter;
 use crate::protocol::now_ms;
 use crate::store::{EventRecord, Store};
 
@@ -32,19 +32,10 @@ impl Outcome {
     }
 }
 
-enum Msg {
-    Event(EventRecord),
-    /// Everything queued before it is written; then answer, and end the writer if `stop`.
-    Barrier {
-        done: oneshot::Sender<()>,
-        stop: bool,
-    },
-}
-
 /// Handle for recording events. Cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::Sender<Msg>,
+    writer: BatchWriter<EventRecord>,
     key: Arc<[u8]>,
     dropped: Arc<AtomicU64>,
 }
@@ -52,10 +43,13 @@ pub struct Audit {
 impl Audit {
     /// Starts the writer task; returns the handle.
     pub fn start(store: Store, key: Vec<u8>, queue: usize) -> Audit {
-        let (tx, rx) = mpsc::channel(queue);
-        tokio::spawn(writer(store, rx));
+        let writer = BatchWriter::start(queue, 256, move |batch: &[EventRecord]| {
+            if let Err(e) = store.append_events(batch) {
+                tracing::error!(error = %e, lost = batch.len(), "writing security events failed");
+            }
+        });
         Audit {
-            tx,
+            writer,
             key: key.into(),
             dropped: Arc::new(AtomicU64::new(0)),
         }
@@ -84,7 +78,7 @@ impl Audit {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        if self.tx.try_send(Msg::Event(event)).is_err() {
+        if !self.writer.try_push(event) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "security event queue full; events dropped");
@@ -99,19 +93,12 @@ impl Audit {
 
     /// Waits until every event recorded before this call is written, then stops the writer.
     pub async fn stop(&self) {
-        self.barrier(true).await
+        self.writer.stop().await
     }
 
     /// Waits until every event recorded before this call is written.
     pub async fn sync(&self) {
-        self.barrier(false).await
-    }
-
-    async fn barrier(&self, stop: bool) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Barrier { done, stop }).await.is_ok() {
-            let _ = wait.await;
-        }
+        self.writer.sync().await
     }
 }
 
@@ -120,36 +107,4 @@ pub fn hash_user(key: &[u8], user_id: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(user_id.as_bytes());
     hex::encode(&mac.finalize().into_bytes()[..16])
-}
-
-async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
-    let mut batch = Vec::with_capacity(256);
-    while let Some(first) = rx.recv().await {
-        let mut barrier = None;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Event(e) => batch.push(e),
-                Msg::Barrier { done, stop } => {
-                    barrier = Some((done, stop));
-                    break;
-                }
-            }
-            if batch.len() < 256 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            if let Err(e) = store.append_events(&batch) {
-                tracing::error!(error = %e, lost = batch.len(), "writing security events failed");
-            }
-            batch.clear();
-        }
-        if let Some((done, stop)) = barrier {
-            let _ = done.send(());
-            if stop {
-                return;
-            }
-        }
-    }
 }

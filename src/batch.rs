@@ -1,0 +1,125 @@
+//! A batching writer: one task that takes items from a bounded channel and hands them to a
+//! write function in batches, so a burst becomes one store batch instead of many small
+//! writes, and nothing on a request path waits for disk. Barriers let callers wait until
+//! everything queued before them is written (and optionally stop the task). The history
+//! and audit writers are both this, with different overflow policies chosen by the
+//! caller (`push` waits, `try_push` refuses).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+enum Msg<T> {
+    Item(T),
+    Barrier {
+        done: oneshot::Sender<()>,
+        stop: bool,
+    },
+}
+
+/// Handle to a batching writer task. Cheap to clone.
+pub struct BatchWriter<T> {
+    tx: mpsc::Sender<Msg<T>>,
+    sent: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl<T> Clone for BatchWriter<T> {
+    fn clone(&self) -> Self {
+        BatchWriter {
+            tx: self.tx.clone(),
+            sent: self.sent.clone(),
+            written: self.written.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> BatchWriter<T> {
+    /// Starts the task; `write` gets at most `max_batch` items at a time, in queue order.
+    pub fn start<W>(queue: usize, max_batch: usize, mut write: W) -> BatchWriter<T>
+    where
+        W: FnMut(&[T]) + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<Msg<T>>(queue);
+        let written = Arc::new(AtomicU64::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while let Some(first) = rx.recv().await {
+                let mut barrier = None;
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Item(item) => batch.push(item),
+                        Msg::Barrier { done, stop } => {
+                            barrier = Some((done, stop));
+                            break;
+                        }
+                    }
+                    if batch.len() < max_batch {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() {
+                    write(&batch);
+                    counter.fetch_add(batch.len() as u64, Ordering::AcqRel);
+                    batch.clear();
+                }
+                if let Some((done, stop)) = barrier {
+                    let _ = done.send(());
+                    if stop {
+                        return;
+                    }
+                }
+            }
+        });
+        BatchWriter {
+            tx,
+            sent: Arc::new(AtomicU64::new(0)),
+            written,
+        }
+    }
+
+    /// Queues an item, waiting for room. Returns false when the writer has stopped.
+    pub async fn push(&self, item: T) -> bool {
+        self.sent.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Msg::Item(item)).await.is_err() {
+            self.written.fetch_add(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Queues an item if there is room; never waits.
+    pub fn try_push(&self, item: T) -> bool {
+        self.sent.fetch_add(1, Ordering::AcqRel);
+        if self.tx.try_send(Msg::Item(item)).is_err() {
+            self.written.fetch_add(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// True when every item queued so far has been written.
+    pub fn is_idle(&self) -> bool {
+        self.written.load(Ordering::Acquire) >= self.sent.load(Ordering::Acquire)
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub async fn sync(&self) {
+        self.barrier(false).await
+    }
+
+    /// Writes everything queued, then stops the task.
+    pub async fn stop(&self) {
+        self.barrier(true).await
+    }
+
+    async fn barrier(&self, stop: bool) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Barrier { done, stop }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
