@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::{self, Outcome};
-use crate::auth::revocation_target;
+use crate::auth::{RevocationTarget, revocation_target};
 use crate::config::{Config, ROOM_TYPES};
 use crate::protocol::{CloseCode, now_ms};
 use crate::state::AppState;
@@ -229,15 +229,23 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
             }))
         }
         Request::RevokeToken { token, jti } => {
-            let (keys, exp) = match (token, jti) {
+            let target_token = match (token, jti) {
                 (Some(t), None) if !t.is_empty() => revocation_target(t.trim()),
-                (None, Some(j)) if !j.is_empty() => (vec![format!("jti:{j}")], None),
+                (None, Some(j)) if !j.is_empty() => RevocationTarget {
+                    keys: vec![format!("jti:{j}")],
+                    ..RevocationTarget::default()
+                },
                 _ => {
                     return Err(AdminError::Invalid(
                         "give exactly one of a token or a jti".into(),
                     ));
                 }
             };
+            let RevocationTarget {
+                keys,
+                exp,
+                session_id,
+            } = target_token;
             // Keep the entry while the token could still verify; a year when its expiry is unknown.
             let leeway_ms = target.cfg().auth.leeway_secs * 1000;
             let expires_ms = exp
@@ -251,8 +259,15 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
                 store.revoke_token(k, &r).await?;
                 store.delete_token_sessions(k)?;
             }
+            // A wsToken names its session: end it, so no sibling wsToken resumes it, and
+            // close every socket on that session.
+            let mut close_keys = keys.clone();
+            if let Some(sid) = &session_id {
+                store.delete_session(sid)?;
+                close_keys.push(format!("session:{sid}"));
+            }
             let closed = match &target {
-                Target::Live(s) => s.registry.close_token(&keys, CloseCode::TokenRevoked),
+                Target::Live(s) => s.registry.close_token(&close_keys, CloseCode::TokenRevoked),
                 Target::Offline { .. } => 0,
             };
             store.flush().await?;

@@ -274,22 +274,39 @@ pub fn digest_key(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
-/// Revocation keys and expiry of a token the operator wants revoked, read without
-/// checking its signature (the operator may hold a token signed by an IdP key roomgate
-/// has not got). Garbage still gets a digest key, so anything presented can be refused.
-pub fn revocation_target(token: &str) -> (Vec<String>, Option<u64>) {
-    let mut keys = Vec::new();
-    let mut exp = None;
+/// What revoking a token presented by the operator touches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationTarget {
+    /// Revocation keys: `jti:..` when it has one, and always `sha256:..`.
+    pub keys: Vec<String>,
+    /// The token's `exp`, when readable.
+    pub exp: Option<u64>,
+    /// For a roomgate `wsToken`, the session it resumes (revoked with it).
+    pub session_id: Option<String>,
+}
+
+/// Reads a token the operator wants revoked, without checking its signature (the
+/// operator may hold a token signed by an IdP key roomgate has not got). Garbage still
+/// gets a digest key, so anything presented can be refused.
+pub fn revocation_target(token: &str) -> RevocationTarget {
+    let mut t = RevocationTarget::default();
     if let Ok(c) = jsonwebtoken::dangerous::insecure_decode::<Value>(token) {
         if let Some(Value::String(j)) = c.claims.get("jti")
             && !j.is_empty()
         {
-            keys.push(format!("jti:{j}"));
+            t.keys.push(format!("jti:{j}"));
         }
-        exp = c.claims.get("exp").and_then(Value::as_u64);
+        t.exp = c.claims.get("exp").and_then(Value::as_u64);
+        if c.claims.get("type").and_then(Value::as_str) == Some("websocket") {
+            t.session_id = c
+                .claims
+                .get("sessionId")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
     }
-    keys.push(digest_key(token));
-    (keys, exp)
+    t.keys.push(digest_key(token));
+    t
 }
 
 /// `n` random bytes as hex.

@@ -166,6 +166,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     tracing::info!(config = %cfg.redacted(), "effective configuration");
+    // Installed before the "listening" line, so a SIGTERM sent as soon as a supervisor
+    // sees it shuts down in order instead of killing the process.
+    let signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen_addr())
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -173,20 +176,32 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // A stable line on stdout so scripts and tests learn the port when listening on :0.
     println!("roomgate listening on http://{}", server.local_addr());
     tracing::info!(addr = %server.local_addr(), "serving");
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

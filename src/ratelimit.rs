@@ -104,7 +104,8 @@ impl Limiters {
         }
         one.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            (wait.as_millis() as u64).max(1)
+            // Round up: retrying after exactly this long must succeed.
+            (wait.as_micros().div_ceil(1000) as u64).max(1)
         })
     }
 

@@ -196,7 +196,9 @@ impl Conn {
         }
         let now = now_ms();
         let mut token_keys = v.keys.clone();
-        let (session_id, email) = match &v.resume_session {
+        // A resumed session stays bound to the token that opened it, so revoking that
+        // token still deletes the session and refuses every wsToken descending from it.
+        let (session_id, email, origin) = match &v.resume_session {
             Some(sid) => {
                 let Some(s) = store.session(sid)? else {
                     return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone"));
@@ -209,10 +211,16 @@ impl Conn {
                 }
                 // Revoking the original token must also close sockets resumed from it.
                 token_keys.push(s.token_key.clone());
-                (sid.clone(), s.email.clone())
+                (
+                    sid.clone(),
+                    s.email.clone(),
+                    Some((s.token_key, s.token_exp)),
+                )
             }
-            None => (random_hex(32), v.email.clone()),
+            None => (random_hex(32), v.email.clone(), None),
         };
+        // Sockets are also findable by session, so revoking a wsToken closes its siblings.
+        token_keys.push(format!("session:{session_id}"));
         let grants = store.user_grants(&v.user_id)?;
         let mut roles = cfg.default_roles.clone();
         let mut extra = grants.roles;
@@ -240,6 +248,8 @@ impl Conn {
             Some(_) => v.expires_at * 1000,
             None => now + cfg.token_expiry_secs * 1000,
         };
+        let (token_key, token_exp) =
+            origin.unwrap_or_else(|| (v.primary_key().to_string(), v.expires_at));
         store.put_session(&SessionRecord {
             session_id: session_id.clone(),
             user_id: v.user_id.clone(),
@@ -249,8 +259,8 @@ impl Conn {
             client_ip: self.ip.to_string(),
             created_ms: now,
             expires_ms,
-            token_key: v.primary_key().to_string(),
-            token_exp: v.expires_at,
+            token_key,
+            token_exp,
         })?;
         let life = expires_ms.saturating_sub(now) / 1000;
         let ws_token = self

@@ -105,8 +105,18 @@ where
             _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
             frame = rx.recv() => {
                 let Some(frame) = frame else { break None };
-                if write_batch(&mut sink, frame, &mut rx).await.is_err() {
-                    break None;
+                // A peer that stops reading blocks this write forever; a close request
+                // (slow consumer above all: its queue overflows exactly then) must still
+                // end the connection and take it out of its rooms.
+                tokio::select! {
+                    biased;
+                    code = control.wait() => break Some(code),
+                    _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
+                    written = write_batch(&mut sink, frame, &mut rx) => {
+                        if written.is_err() {
+                            break None;
+                        }
+                    }
                 }
             }
             incoming = stream.next() => {
@@ -144,20 +154,23 @@ where
     conn.rooms.clear();
     match close {
         Some(code) => {
-            if code != CloseCode::SlowConsumer {
-                // Frames already queued (an error explaining the close, messages in flight
-                // at shutdown) go out before the close frame.
-                while let Ok(frame) = rx.try_recv() {
-                    if sink.feed(frame).await.is_err() {
-                        break;
-                    }
-                }
-            }
             let frame = Message::Close(Some(CloseFrame {
                 code: WsCloseCode::from(code.code()),
                 reason: code.reason().into(),
             }));
-            let _ = timeout(CLOSE_GRACE, sink.send(frame)).await;
+            // Frames already queued (an error explaining the close, messages in flight at
+            // shutdown) go out before the close frame, within one bounded grace period so
+            // a peer that does not read cannot hold the task. A slow consumer gets only
+            // the close: its backlog is exactly what it could not take.
+            let _ = timeout(CLOSE_GRACE, async {
+                if code != CloseCode::SlowConsumer {
+                    while let Ok(frame) = rx.try_recv() {
+                        sink.feed(frame).await?;
+                    }
+                }
+                sink.send(frame).await
+            })
+            .await;
             // Wait for the peer's close reply so the handshake completes cleanly.
             let _ = timeout(CLOSE_GRACE, async {
                 while stream.next().await.is_some() {}

@@ -33,6 +33,9 @@ pub use users::UserGrants;
 
 use crate::config::StoreConfig;
 
+/// How long `open` waits for a held database lock before reporting it as in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Schema version written by this build. Bump with a numbered step in `migrate`.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -78,7 +81,23 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database under `dir/db`, checks and migrates its
     /// schema, and refuses newer or corrupt databases with a clear error.
+    ///
+    /// A held lock is waited for up to `LOCK_WAIT`: sled's I/O threads can keep the file
+    /// (and its lock) for some milliseconds after the last handle is dropped, so a
+    /// restart in the same process would otherwise be refused as "in use".
     pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Self::open_once(dir, cfg) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, cfg: &StoreConfig) -> Result<Store, StoreError> {
         let path = dir.join("db");
         let shown = path.display().to_string();
         let db = sled::Config::new()

@@ -39,6 +39,12 @@ impl Store {
             .transpose()
     }
 
+    /// Deletes one session.
+    pub fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        self.sessions.remove(id.as_bytes())?;
+        Ok(())
+    }
+
     /// Deletes every session of a user; returns how many went.
     pub fn delete_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
         let mut n = 0;
