@@ -164,6 +164,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tracing::info!(config = %cfg.redacted(), "effective configuration");
     // Installed before the "listening" line, so a SIGTERM sent as soon as a supervisor
