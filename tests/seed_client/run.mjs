@@ -104,8 +104,15 @@ function locateSeed() {
     if (!containsClass(p)) throw new Error(`ROOMGATE_SEED file ${p} does not contain "${CLASS_MARKER}"`);
     return p;
   }
-  const dir = path.dirname(DEFAULT_SEED);
-  if (!existsSync(dir)) throw new Error(`default seed dir ${dir} does not exist (set ROOMGATE_SEED)`);
+  // The seed sits in shared/seed beside the checkout; a clone placed deeper (as CI may do)
+  // finds it in the nearest ancestor that has one.
+  let dir = path.dirname(DEFAULT_SEED);
+  for (let up = path.dirname(REPO_ROOT); !existsSync(dir); ) {
+    const parent = path.dirname(up);
+    if (parent === up) throw new Error(`no shared/seed directory beside ${REPO_ROOT} or any ancestor (set ROOMGATE_SEED)`);
+    up = parent;
+    dir = path.join(up, 'shared', 'seed');
+  }
   const f = pickFromDir(dir, DEFAULT_SEED);
   if (!f) throw new Error(`no .txt file in ${dir} contains "${CLASS_MARKER}" (set ROOMGATE_SEED)`);
   return f;
