@@ -231,13 +231,14 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
         Request::RevokeToken { token, jti } => {
             let target_token = match (token, jti) {
                 (Some(t), None) if !t.is_empty() => revocation_target(t.trim()),
-                (None, Some(j)) if !j.is_empty() => RevocationTarget {
+                // The same rule as verification, so a jti revoked here is one it can match.
+                (None, Some(j)) if !j.is_empty() && j.len() <= 256 => RevocationTarget {
                     keys: vec![format!("jti:{j}")],
                     ..RevocationTarget::default()
                 },
                 _ => {
                     return Err(AdminError::Invalid(
-                        "give exactly one of a token or a jti".into(),
+                        "give exactly one of a token or a jti (1-256 bytes)".into(),
                     ));
                 }
             };
@@ -247,31 +248,38 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
                 session_id,
             } = target_token;
             // Keep the entry while the token could still verify; a year when its expiry is unknown.
-            let leeway_ms = target.cfg().auth.leeway_secs * 1000;
+            let leeway_ms = target.cfg().auth.leeway_secs.saturating_mul(1000);
             let expires_ms = exp
-                .map(|e| e.saturating_mul(1000) + leeway_ms)
-                .unwrap_or(now + 365 * 86_400_000);
+                .map(|e| e.saturating_mul(1000).saturating_add(leeway_ms))
+                .unwrap_or(now.saturating_add(365 * 86_400_000));
             let r = Revocation {
                 revoked_ms: now,
                 expires_ms,
             };
+            // Order matters: the revocation is durable before sockets are looked for, so
+            // an auth racing with this either sees it or is found by the scan below.
             for k in &keys {
                 store.revoke_token(k, &r).await?;
-                store.delete_token_sessions(k)?;
             }
             // A wsToken names its session: end it, so no sibling wsToken resumes it, and
             // close every socket on that session.
             let mut close_keys = keys.clone();
+            let mut cleanup = Ok(());
             if let Some(sid) = &session_id {
-                store.delete_session(sid)?;
+                cleanup = cleanup.and(store.delete_session(sid));
                 close_keys.push(format!("session:{sid}"));
             }
+            for k in &keys {
+                cleanup = cleanup.and(store.delete_token_sessions(k).map(drop));
+            }
+            // Sockets close even when session cleanup failed: the revocation itself holds.
             let closed = match &target {
                 Target::Live(s) => s.registry.close_token(&close_keys, CloseCode::TokenRevoked),
                 Target::Offline { .. } => 0,
             };
-            store.flush().await?;
             target.record("revocation", None, &[("scope", "token")]);
+            cleanup?;
+            store.flush().await?;
             Ok(json!({ "revokedKeys": keys.len(), "closedConnections": closed }))
         }
         Request::RevokeUser { user_id } => {
@@ -279,13 +287,15 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
                 return Err(AdminError::Invalid("user id must be 1-256 bytes".into()));
             }
             store.revoke_user_before(&user_id, now)?;
-            let sessions = store.delete_user_sessions(&user_id)?;
             store.flush().await?;
+            let sessions = store.delete_user_sessions(&user_id);
             let closed = match &target {
                 Target::Live(s) => s.registry.close_user(&user_id, CloseCode::TokenRevoked),
                 Target::Offline { .. } => 0,
             };
             target.record("revocation", Some(&user_id), &[("scope", "user")]);
+            let sessions = sessions?;
+            store.flush().await?;
             Ok(json!({ "deletedSessions": sessions, "closedConnections": closed }))
         }
         Request::Events {

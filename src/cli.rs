@@ -116,7 +116,10 @@ pub fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(ms);
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let Some(unit_char) = s.chars().last() else {
+        return Err("--since is empty".into());
+    };
+    let (num, unit) = s.split_at(s.len() - unit_char.len_utf8());
     let n: u64 = num
         .parse()
         .map_err(|_| format!("--since {s:?}: expected ms since the epoch or an age like 15m"))?;
@@ -140,5 +143,6 @@ mod tests {
         assert_eq!(parse_since("2m", 200_000), Ok(80_000));
         assert!(parse_since("2w", 0).is_err());
         assert!(parse_since("", 0).is_err());
+        assert!(parse_since("5µ", 0).is_err());
     }
 }

@@ -536,6 +536,55 @@ impl Config {
         if s.log_retention_days == 0 || s.max_security_events == 0 {
             p.push("security.log_retention_days and max_security_events must be positive".into());
         }
+        // Upper bounds keep every duration representable (no overflow in ms or Instant
+        // arithmetic) and catch unit mistakes such as milliseconds given as seconds.
+        const DAY: u64 = 86_400;
+        for (name, value, limit) in [
+            ("shutdown_deadline_secs", self.shutdown_deadline_secs, 3_600),
+            ("auth.token_expiry_secs", a.token_expiry_secs, 365 * DAY),
+            ("auth.auth_timeout_secs", a.auth_timeout_secs, DAY),
+            (
+                "connection.heartbeat_interval_secs",
+                c.heartbeat_interval_secs,
+                DAY,
+            ),
+            (
+                "connection.inactivity_timeout_secs",
+                c.inactivity_timeout_secs,
+                365 * DAY,
+            ),
+            (
+                "rate_limits.message.duration_secs",
+                r.message.duration_secs,
+                365 * DAY,
+            ),
+            (
+                "rate_limits.auth.duration_secs",
+                r.auth.duration_secs,
+                365 * DAY,
+            ),
+            (
+                "rate_limits.join.duration_secs",
+                r.join.duration_secs,
+                365 * DAY,
+            ),
+            (
+                "rooms.room_expiry_secs",
+                rooms.room_expiry_secs,
+                3_650 * DAY,
+            ),
+            ("security.log_retention_days", s.log_retention_days, 36_500),
+            ("store.flush_every_ms", self.store.flush_every_ms, 60_000),
+            (
+                "store.sweep_interval_secs",
+                self.store.sweep_interval_secs,
+                DAY,
+            ),
+        ] {
+            if value > limit {
+                p.push(format!("{name} must be at most {limit}"));
+            }
+        }
         let st = &self.store;
         if st.cache_capacity_bytes < 1024 * 1024 {
             p.push("store.cache_capacity_bytes must be at least 1 MiB".into());
@@ -795,6 +844,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{:?}", err.0);
+    }
+
+    #[test]
+    fn durations_have_upper_bounds() {
+        let mut c = Config::default();
+        c.auth.token_expiry_secs = u64::MAX;
+        c.connection.inactivity_timeout_secs = u64::MAX;
+        c.rooms.room_expiry_secs = u64::MAX;
+        let p = c.problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("auth.token_expiry_secs must be at most"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use warp::reply::Reply;
 use crate::audit::Outcome;
 use crate::config::{Cidr, canonical};
 use crate::conn;
+use crate::ratelimit::Key;
 use crate::state::AppState;
 
 /// The peer address of the TCP connection, put into request extensions by the accept loop.
@@ -152,21 +153,33 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
     if !is_trusted(peer) {
         return peer;
     }
-    let mut ip = peer;
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(str::trim)
         .collect();
+    let mut ip = peer;
     for hop in hops.into_iter().rev() {
-        ip = canonical(hop);
+        // An entry we cannot read ends the walk: everything left of it was written by
+        // someone we cannot vouch for.
+        let Some(addr) = parse_hop(hop) else {
+            break;
+        };
+        ip = canonical(addr);
         if !is_trusted(ip) {
             break;
         }
     }
     ip
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port` or `[v6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// `GET /ws`: checks origin, TLS and the per-IP cap, then answers 101 and hands the
@@ -199,7 +212,7 @@ async fn ws_upgrade(
             Some(o) => sec.allowed_origins.iter().any(|a| a == o),
             None => sec.allow_missing_origin,
         };
-        if !allowed {
+        if !allowed && state.limiters.allow_event(&Key::ip(ip)) {
             let origin: String = header("origin").unwrap_or("").chars().take(200).collect();
             let ip_s = ip.to_string();
             state.audit.record(
@@ -208,6 +221,8 @@ async fn ws_upgrade(
                 Outcome::Failure,
                 &[("origin", &origin), ("clientIp", &ip_s)],
             );
+        }
+        if !allowed {
             return refuse(HttpError::OriginNotAllowed);
         }
     }
@@ -219,7 +234,8 @@ async fn ws_upgrade(
             return refuse(HttpError::TlsRequired);
         }
     }
-    let admission = match state.registry.admit(ip) {
+    // Keyed like the rate limits (IPv6 by /64), so one host cannot rotate addresses.
+    let admission = match state.registry.admit(Key::ip(ip)) {
         Ok(a) => a,
         Err(_) => return refuse(HttpError::TooManyUnauthenticated),
     };
@@ -279,5 +295,21 @@ mod tests {
         );
         let outsider: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(client_ip(outsider, &h, &trusted), outsider);
+        // An unreadable hop stops the walk at the last address we could vouch for.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, unknown, 10.0.0.3:5000".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "10.0.0.3".parse::<IpAddr>().unwrap()
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "[2001:db8::1]:443".parse().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -44,6 +44,9 @@ pub enum Limit {
     Join,
 }
 
+/// Refusal events recorded per key per minute.
+const EVENTS_PER_MINUTE: u32 = 10;
+
 struct One {
     limiter: DefaultKeyedRateLimiter<Key>,
     checks: AtomicU64,
@@ -54,6 +57,9 @@ pub struct Limiters {
     message: Option<One>,
     auth: Option<One>,
     join: Option<One>,
+    /// Security events about refusals (rate limited, origin refused) per key: always on,
+    /// so a flood of refused frames cannot flood the event log and push real events out.
+    events: One,
     max_keys: usize,
     clock: DefaultClock,
 }
@@ -78,6 +84,14 @@ impl Limiters {
             message: build(cfg.message, cfg.enabled),
             auth: build(cfg.auth, cfg.enabled),
             join: build(cfg.join, cfg.enabled),
+            events: build(
+                Quota {
+                    points: EVENTS_PER_MINUTE,
+                    duration_secs: 60,
+                },
+                true,
+            )
+            .expect("constant quota is valid"),
             max_keys: cfg.max_keys,
             clock: DefaultClock::default(),
         }
@@ -109,8 +123,16 @@ impl Limiters {
         })
     }
 
+    /// Whether a refusal event for `key` should be recorded (at most
+    /// `EVENTS_PER_MINUTE` per key per minute, whether limits are enabled or not).
+    pub fn allow_event(&self, key: &Key) -> bool {
+        self.events.limiter.check_key(key).is_ok()
+    }
+
     /// Drops keys whose limit has fully refilled.
     pub fn sweep(&self) {
+        self.events.limiter.retain_recent();
+        self.events.limiter.shrink_to_fit();
         for one in [&self.message, &self.auth, &self.join]
             .into_iter()
             .flatten()

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::history::HistoryWriter;
 use crate::http::{self, PeerAddr, UpgradeSlot};
 use crate::hub::{Hub, Registry};
-use crate::protocol::{CloseCode, now_ms};
+use crate::protocol::CloseCode;
 use crate::ratelimit::Limiters;
 use crate::secrets::{self, SecretsError};
 use crate::state::AppState;
@@ -176,9 +176,4 @@ async fn accept_loop(listener: TcpListener, state: AppState) {
             }
         });
     }
-}
-
-/// Milliseconds now; re-exported for the sweeper's arithmetic.
-pub(crate) fn now() -> u64 {
-    now_ms()
 }

@@ -1,12 +1,15 @@
 //! Periodic expiry: sessions past `expires_ms`, revocations of tokens that have expired
 //! anyway, security events past retention or over the count cap, idle limiter keys, and
-//! rooms: empty rooms are unloaded from memory (only when no history write is pending,
-//! so a reload reads the true last seq) and auto-created rooms empty for longer than
-//! `rooms.room_expiry_secs` are deleted. It never touches a live member or socket.
+//! rooms: empty rooms are unloaded from memory (after a history barrier, so a reload
+//! reads the true last seq) and auto-created rooms empty for longer than
+//! `rooms.room_expiry_secs` are deleted with their history. Store scans run on the
+//! blocking pool; each step fails alone, logged. It never touches a live member or socket.
 
 use std::time::Duration;
 
+use crate::protocol::now_ms;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 /// Runs until shutdown.
 pub async fn run(state: AppState) {
@@ -16,51 +19,67 @@ pub async fn run(state: AppState) {
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
-            _ = tick.tick() => sweep(&state, period),
+            _ = tick.tick() => sweep(&state, period).await,
         }
     }
 }
 
 /// One pass.
-pub fn sweep(state: &AppState, period: Duration) {
-    let now = crate::server::now();
+pub async fn sweep(state: &AppState, period: Duration) {
+    state.limiters.sweep();
+    // Rooms empty since before `cutoff` have had every message handed to the history
+    // writer before they emptied (a member's own task appends before it can leave);
+    // the barrier makes sure those writes are applied before the rooms are dropped.
+    let cutoff = now_ms().saturating_sub(period.as_millis() as u64);
+    state.history.sync().await;
+    let unloaded = state.hub.unload_idle(cutoff);
+    let s = state.clone();
+    let result = tokio::task::spawn_blocking(move || sweep_store(&s, unloaded)).await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "sweep task failed");
+    }
+}
+
+fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>) {
+    let now = now_ms();
     let store = &state.store;
     let cfg = &state.cfg;
-    let result = (|| -> Result<(), crate::store::StoreError> {
-        store.sweep_sessions(now)?;
-        store.sweep_revocations(now)?;
-        let retention_ms = cfg.security.log_retention_days * 86_400_000;
+    let log = |what: &str, r: Result<usize, StoreError>| {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "sweeping {what} failed");
+        }
+    };
+    log("sessions", store.sweep_sessions(now));
+    log("revocations", store.sweep_revocations(now));
+    let retention_ms = cfg.security.log_retention_days * 86_400_000;
+    log(
+        "security events",
         store.sweep_events(
             now.saturating_sub(retention_ms),
             cfg.security.max_security_events,
-        )?;
-        state.limiters.sweep();
+        ),
+    );
 
-        let expiry_ms = cfg.rooms.room_expiry_secs * 1000;
-        if state.history.is_idle() {
-            let cutoff = now.saturating_sub(period.as_millis() as u64);
-            for (mut record, emptied) in state.hub.unload_idle(cutoff) {
-                if record.auto_created && expiry_ms > 0 && emptied + expiry_ms <= now {
-                    store.delete_room(&record.id)?;
-                } else if record.last_active_ms < emptied {
-                    record.last_active_ms = emptied;
-                    store.put_room(&record)?;
-                }
+    let expiry_ms = cfg.rooms.room_expiry_secs * 1000;
+    let expired = |auto: bool, since: u64| auto && expiry_ms > 0 && since + expiry_ms <= now;
+    for (mut record, emptied) in unloaded {
+        let r = if expired(record.auto_created, emptied) {
+            store.delete_room_and_history(&record.id)
+        } else if record.last_active_ms < emptied {
+            record.last_active_ms = emptied;
+            store.put_room(&record).map(|_| 0)
+        } else {
+            Ok(0)
+        };
+        log("an idle room", r);
+    }
+    if expiry_ms > 0 {
+        for record in store.rooms_lossy() {
+            if expired(record.auto_created, record.last_active_ms)
+                && state.hub.get(&record.id).is_none()
+            {
+                log("an expired room", store.delete_room_and_history(&record.id));
             }
         }
-        if expiry_ms > 0 {
-            for record in store.rooms()? {
-                if record.auto_created
-                    && record.last_active_ms + expiry_ms <= now
-                    && state.hub.get(&record.id).is_none()
-                {
-                    store.delete_room(&record.id)?;
-                }
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::error!(error = %e, "sweep failed");
     }
 }

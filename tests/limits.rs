@@ -483,3 +483,35 @@ async fn content_is_cut_to_the_length_in_characters() {
     .await;
     assert_eq!(alice.expect("message").await["data"]["content"], "01234");
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_frames_records_a_bounded_number_of_events() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.message = Quota {
+            points: 1,
+            duration_secs: 60,
+        };
+    })
+    .await;
+    let mut c = s.client().await;
+    c.send_text("garbage").await;
+    c.expect_error("invalid_format").await;
+    for _ in 0..100 {
+        c.send_text("garbage").await;
+        c.expect_error("rate_limited").await;
+    }
+    let state = s.server().state();
+    state.audit.sync().await;
+    let events = state
+        .store
+        .events(&EventFilter {
+            action: Some("rate_limited".into()),
+            ..EventFilter::default()
+        })
+        .unwrap();
+    assert!(
+        !events.is_empty() && events.len() <= 10,
+        "{} rate_limited events for 100 refusals",
+        events.len()
+    );
+}

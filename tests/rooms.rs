@@ -706,3 +706,28 @@ async fn rooms_roles_and_history_survive_a_restart() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn expired_auto_created_rooms_go_with_their_history() {
+    let s = TestServer::start_with(|c| {
+        c.rooms.room_expiry_secs = 1;
+        c.store.sweep_interval_secs = 1;
+    })
+    .await;
+    let mut a = s.authed("alice").await;
+    a.join("ephemeral").await;
+    a.say("ephemeral", "soon gone").await;
+    a.expect("message").await;
+    // An operator-made room never expires.
+    let (ok, out, err) = run_cli(s.dir.path(), &["room", "create", "kept", "--type", "chat"]).await;
+    assert!(ok, "{out}{err}");
+    a.close().await;
+    let store = s.server().state().store.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.room("ephemeral").unwrap().is_some() {
+        assert!(Instant::now() < deadline, "expired room was never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.history("ephemeral").unwrap().is_empty());
+    assert!(store.room("kept").unwrap().is_some());
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Conn, Identity, Session};
+use super::{Conn, Identity, MAX_TIMER_SECS, Session};
 use crate::audit::Outcome;
 use crate::auth::{AuthError, Verified, random_hex};
 use crate::authz;
@@ -85,6 +85,9 @@ impl Conn {
     }
 
     fn audit_limited(&self, limit: &str) {
+        if !self.state.limiters.allow_event(&self.limit_key()) {
+            return;
+        }
         let user = self.identity().map(|i| i.user_id.clone());
         let ip = self.ip.to_string();
         self.state.audit.record(
@@ -150,7 +153,11 @@ impl Conn {
                 );
                 // The token stays valid for its leeway past `exp`, as at verification.
                 let leeway = self.state.cfg.auth.leeway_secs;
-                let remaining = (verified.expires_at + leeway).saturating_sub(now_ms() / 1000);
+                let remaining = verified
+                    .expires_at
+                    .saturating_add(leeway)
+                    .saturating_sub(now_ms() / 1000)
+                    .min(MAX_TIMER_SECS);
                 self.token_deadline = Some(Instant::now() + Duration::from_secs(remaining));
                 self.session = Session::Authenticated(identity);
             }
@@ -179,48 +186,68 @@ impl Conn {
         self.error(code);
     }
 
-    /// Checks revocation, registers the connection, and writes or resumes the session.
+    /// Registers the connection, checks revocation, and writes or resumes the session.
+    ///
+    /// Registration comes first on purpose: `admin` writes a revocation to the store and
+    /// then closes the sockets it finds in the registry, so an auth racing with it either
+    /// is found by that scan or sees the revocation in the checks below.
     async fn establish(&mut self, v: &Verified) -> Result<(Identity, String), AuthFailure> {
         let store = &self.state.store;
-        let cfg = &self.state.cfg.auth;
-        let revoked = AuthFailure::Client(ErrorCode::TokenRevoked, "revoked");
-        for key in &v.keys {
-            if store.is_token_revoked(key)? {
-                return Err(revoked);
-            }
+        // Checked here for the answer (a revoked wsToken's session is gone too, and the
+        // client should hear "revoked", not "failed"), and again after registering.
+        if self.is_revoked(v, &v.keys)? {
+            return Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked"));
         }
-        if let Some(cutoff) = store.user_revoked_before(&v.user_id)?
-            && v.issued_at.saturating_mul(1000) <= cutoff
-        {
-            return Err(revoked);
-        }
-        let now = now_ms();
-        let mut token_keys = v.keys.clone();
-        // A resumed session stays bound to the token that opened it, so revoking that
-        // token still deletes the session and refuses every wsToken descending from it.
-        let (session_id, email, origin) = match &v.resume_session {
-            Some(sid) => {
-                let Some(s) = store.session(sid)? else {
-                    return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone"));
-                };
-                if s.user_id != v.user_id || s.expires_ms <= now {
-                    return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone"));
-                }
-                if store.is_token_revoked(&s.token_key)? {
-                    return Err(revoked);
-                }
-                // Revoking the original token must also close sockets resumed from it.
-                token_keys.push(s.token_key.clone());
-                (
-                    sid.clone(),
-                    s.email.clone(),
-                    Some((s.token_key, s.token_exp)),
-                )
-            }
-            None => (random_hex(32), v.email.clone(), None),
+        let resumed = match &v.resume_session {
+            Some(sid) => match store.session(sid)? {
+                Some(s) if s.user_id == v.user_id && s.expires_ms > now_ms() => Some(s),
+                _ => return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone")),
+            },
+            None => None,
         };
+        let session_id = match &resumed {
+            Some(s) => s.session_id.clone(),
+            None => random_hex(32),
+        };
+        let mut keys = v.keys.clone();
+        if let Some(s) = &resumed {
+            // Revoking the original token must also close sockets resumed from it.
+            keys.push(s.token_key.clone());
+        }
         // Sockets are also findable by session, so revoking a wsToken closes its siblings.
-        token_keys.push(format!("session:{session_id}"));
+        keys.push(format!("session:{session_id}"));
+        let user_id: Arc<str> = v.user_id.as_str().into();
+        if self
+            .state
+            .registry
+            .authenticate(self.id, user_id.clone(), keys.clone())
+            .is_err()
+        {
+            return Err(AuthFailure::Client(
+                ErrorCode::TooManyConnections,
+                "too_many_connections",
+            ));
+        }
+        let result = self.establish_registered(v, user_id, session_id, resumed, &keys);
+        if result.is_err() {
+            self.state.registry.unauthenticate(self.id);
+        }
+        result
+    }
+
+    fn establish_registered(
+        &self,
+        v: &Verified,
+        user_id: Arc<str>,
+        session_id: String,
+        resumed: Option<SessionRecord>,
+        keys: &[String],
+    ) -> Result<(Identity, String), AuthFailure> {
+        let store = &self.state.store;
+        let cfg = &self.state.cfg.auth;
+        if self.is_revoked(v, keys)? {
+            return Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked"));
+        }
         let grants = store.user_grants(&v.user_id)?;
         let mut roles = cfg.default_roles.clone();
         let mut extra = grants.roles;
@@ -232,25 +259,22 @@ impl Conn {
                 roles.push(r);
             }
         }
-        let user_id: Arc<str> = v.user_id.as_str().into();
-        if self
-            .state
-            .registry
-            .authenticate(self.id, user_id.clone(), token_keys)
-            .is_err()
-        {
-            return Err(AuthFailure::Client(
-                ErrorCode::TooManyConnections,
-                "too_many_connections",
-            ));
-        }
-        let expires_ms = match &v.resume_session {
-            Some(_) => v.expires_at * 1000,
-            None => now + cfg.token_expiry_secs * 1000,
+        let now = now_ms();
+        let email = match &resumed {
+            Some(s) => s.email.clone(),
+            None => v.email.clone(),
         };
-        let (token_key, token_exp) =
-            origin.unwrap_or_else(|| (v.primary_key().to_string(), v.expires_at));
-        store.put_session(&SessionRecord {
+        // A resumed session stays bound to the token that opened it, so revoking that
+        // token still deletes the session and refuses every wsToken descending from it.
+        let (token_key, token_exp, expires_ms) = match &resumed {
+            Some(s) => (s.token_key.clone(), s.token_exp, s.expires_ms),
+            None => (
+                v.primary_key().to_string(),
+                v.expires_at,
+                now.saturating_add(cfg.token_expiry_secs.saturating_mul(1000)),
+            ),
+        };
+        let record = SessionRecord {
             session_id: session_id.clone(),
             user_id: v.user_id.clone(),
             email: email.clone(),
@@ -261,7 +285,16 @@ impl Conn {
             expires_ms,
             token_key,
             token_exp,
-        })?;
+        };
+        if resumed.is_some() {
+            // Only update a session that still exists: a revocation may have deleted it
+            // since we read it, and must not be undone here.
+            if !store.replace_session_if_present(&record)? {
+                return Err(AuthFailure::Client(ErrorCode::AuthFailed, "session_gone"));
+            }
+        } else {
+            store.put_session(&record)?;
+        }
         let life = expires_ms.saturating_sub(now) / 1000;
         let ws_token = self
             .state
@@ -280,6 +313,19 @@ impl Conn {
             },
             ws_token,
         ))
+    }
+
+    /// Whether any of the token's revocation keys, or a user-wide cut-off, refuses it.
+    fn is_revoked(&self, v: &Verified, keys: &[String]) -> Result<bool, StoreError> {
+        let store = &self.state.store;
+        for key in keys.iter().filter(|k| !k.starts_with("session:")) {
+            if store.is_token_revoked(key)? {
+                return Ok(true);
+            }
+        }
+        Ok(store
+            .user_revoked_before(&v.user_id)?
+            .is_some_and(|cutoff| v.issued_at.saturating_mul(1000) <= cutoff))
     }
 
     fn valid_room_id(&self, room_id: &str) -> bool {

@@ -56,6 +56,9 @@ struct Conn {
     token_deadline: Option<Instant>,
 }
 
+/// Longest timer the connection arms (ten years): tokens and configs may name later
+/// instants, which `Instant` arithmetic cannot represent on every platform.
+pub(crate) const MAX_TIMER_SECS: u64 = 10 * 365 * 86_400;
 /// Frames written per flush when the queue has a backlog.
 const WRITE_BATCH: usize = 64;
 /// How long a close handshake may take before the socket is dropped.
@@ -94,31 +97,18 @@ where
     let auth_deadline = sleep(Duration::from_secs(cfg.auth.auth_timeout_secs));
     let idle = sleep(inactivity);
     // Far future until a token arms it.
-    let token_expiry = sleep(Duration::from_secs(10 * 365 * 86_400));
+    let token_expiry = sleep(Duration::from_secs(MAX_TIMER_SECS));
     tokio::pin!(auth_deadline, idle, token_expiry);
 
     let close = loop {
         let authenticated = matches!(conn.session, Session::Authenticated(_));
+        // Order matters: close requests first; then the client's frames before our
+        // outbound backlog, so steady fan-out cannot starve a client's reads (client
+        // frames are rate-limited, so the reverse cannot happen).
         tokio::select! {
             biased;
             code = control.wait() => break Some(code),
             _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break None };
-                // A peer that stops reading blocks this write forever; a close request
-                // (slow consumer above all: its queue overflows exactly then) must still
-                // end the connection and take it out of its rooms.
-                tokio::select! {
-                    biased;
-                    code = control.wait() => break Some(code),
-                    _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
-                    written = write_batch(&mut sink, frame, &mut rx) => {
-                        if written.is_err() {
-                            break None;
-                        }
-                    }
-                }
-            }
             incoming = stream.next() => {
                 let msg = match incoming {
                     None => break None,
@@ -130,17 +120,35 @@ where
                 match msg {
                     Message::Text(text) => conn.handle_text(text.as_str()).await,
                     Message::Binary(_) => break Some(CloseCode::UnsupportedData),
-                    // tungstenite queued the pong; push it out now.
-                    Message::Ping(_) => {
-                        if sink.flush().await.is_err() {
-                            break None;
-                        }
-                    }
+                    // tungstenite queued the pong; push it out now, bounded like any write.
+                    Message::Ping(_) => match timeout(inactivity, sink.flush()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some(CloseCode::InactivityTimeout),
+                    },
                     Message::Pong(_) | Message::Frame(_) => {}
                     Message::Close(_) => break None,
                 }
                 if let Some(deadline) = conn.token_deadline.take() {
                     token_expiry.as_mut().reset(deadline);
+                }
+            }
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break None };
+                // A peer that stops reading blocks this write; close requests and every
+                // timer must still end the connection and take it out of its rooms.
+                tokio::select! {
+                    biased;
+                    code = control.wait() => break Some(code),
+                    _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
+                    _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
+                    _ = &mut idle => break Some(CloseCode::InactivityTimeout),
+                    _ = &mut token_expiry => break Some(CloseCode::TokenExpired),
+                    written = write_batch(&mut sink, frame, &mut rx) => {
+                        if written.is_err() {
+                            break None;
+                        }
+                    }
                 }
             }
             _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),

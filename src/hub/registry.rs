@@ -4,11 +4,11 @@
 //! is never held across an await.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::outbound::Outbound;
 use crate::protocol::CloseCode;
+use crate::ratelimit::Key;
 
 struct Entry {
     out: Outbound,
@@ -20,7 +20,7 @@ struct Entry {
 struct Inner {
     conns: HashMap<u64, Entry>,
     by_user: HashMap<Arc<str>, Vec<u64>>,
-    unauthenticated: HashMap<IpAddr, usize>,
+    unauthenticated: HashMap<Key, usize>,
     next_id: u64,
 }
 
@@ -53,10 +53,10 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts an unauthenticated socket from `ip` before the upgrade is accepted.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, TooManyUnauthenticated> {
+    /// Counts an unauthenticated socket from a client address key before the upgrade is accepted.
+    pub fn admit(self: &Arc<Self>, ip: Key) -> Result<Admission, TooManyUnauthenticated> {
         let mut inner = self.lock();
-        let n = inner.unauthenticated.entry(ip).or_insert(0);
+        let n = inner.unauthenticated.entry(ip.clone()).or_insert(0);
         if *n >= self.max_unauthenticated_per_ip {
             return Err(TooManyUnauthenticated);
         }
@@ -106,6 +106,23 @@ impl Registry {
         Ok(())
     }
 
+    /// Undoes `authenticate` when the rest of authentication failed.
+    pub fn unauthenticate(&self, id: u64) {
+        let mut inner = self.lock();
+        let Some(user) = inner.conns.get_mut(&id).and_then(|e| {
+            e.token_keys.clear();
+            e.user.take()
+        }) else {
+            return;
+        };
+        if let Some(ids) = inner.by_user.get_mut(&user) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                inner.by_user.remove(&user);
+            }
+        }
+    }
+
     /// Closes every connection of `user`; returns how many.
     pub fn close_user(&self, user: &str, code: CloseCode) -> usize {
         let inner = self.lock();
@@ -149,7 +166,7 @@ impl Registry {
 /// An unauthenticated socket counted against its IP; dropped at auth or close.
 pub struct Admission {
     registry: Arc<Registry>,
-    ip: IpAddr,
+    ip: Key,
 }
 
 impl Drop for Admission {

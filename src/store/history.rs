@@ -70,6 +70,16 @@ impl Store {
         }
     }
 
+    /// Deletes a room's whole history; returns how many entries went.
+    pub fn delete_history(&self, room_id: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for k in self.history.scan_prefix(prefix(room_id)).keys() {
+            self.history.remove(k?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The room's stored messages, oldest first.
     pub fn history(&self, room_id: &str) -> Result<Vec<HistoryRecord>, StoreError> {
         self.history

@@ -53,10 +53,10 @@ impl Store {
         }
     }
 
-    /// Deletes a room record.
-    pub fn delete_room(&self, id: &str) -> Result<(), StoreError> {
+    /// Deletes a room and its history; returns how many history entries went.
+    pub fn delete_room_and_history(&self, id: &str) -> Result<usize, StoreError> {
         self.rooms.remove(id.as_bytes())?;
-        Ok(())
+        self.delete_history(id)
     }
 
     /// Every room.
@@ -66,6 +66,22 @@ impl Store {
             .values()
             .map(|v| codec::decode(&v?))
             .collect()
+    }
+
+    /// Every readable room; unreadable records are logged and skipped, so one bad record
+    /// cannot stop maintenance of the others.
+    pub fn rooms_lossy(&self) -> Vec<RoomRecord> {
+        let mut out = Vec::new();
+        for item in self.rooms.iter() {
+            match item
+                .map_err(StoreError::from)
+                .and_then(|(_, v)| codec::decode(&v))
+            {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable room record"),
+            }
+        }
+        out
     }
 
     /// Number of rooms stored.

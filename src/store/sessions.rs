@@ -31,6 +31,25 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a session only if it still exists; returns whether it did.
+    pub fn replace_session_if_present(&self, s: &SessionRecord) -> Result<bool, StoreError> {
+        let key = s.session_id.as_bytes();
+        let new = codec::encode(s)?;
+        loop {
+            let Some(current) = self.sessions.get(key)? else {
+                return Ok(false);
+            };
+            match self
+                .sessions
+                .compare_and_swap(key, Some(current), Some(new.clone()))?
+            {
+                Ok(()) => return Ok(true),
+                // Changed under us (another resume): read again and retry.
+                Err(_) => continue,
+            }
+        }
+    }
+
     /// Reads a session, whether or not it has expired.
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.sessions
