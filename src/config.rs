@@ -45,6 +45,7 @@ pub struct Config {
     /// Seconds to wait for connections and writers to finish at shutdown. Default 10.
     pub shutdown_deadline_secs: u64,
     pub auth: AuthConfig,
+    pub accounts: AccountsConfig,
     pub connection: ConnectionConfig,
     pub rate_limits: RateLimitConfig,
     pub rooms: RoomsConfig,
@@ -80,6 +81,92 @@ pub struct AuthConfig {
     pub token_expiry_secs: u64,
     /// Seconds an unauthenticated socket may stay open (seed `authTimeout`). Default 30.
     pub auth_timeout_secs: u64,
+    /// Send `token_expiring` this many seconds before a live connection's token expires. Default 60.
+    pub refresh_notice_secs: u64,
+    /// Keep a connection open this long after its token's `exp` without a refresh. Default 0.
+    pub expiry_grace_secs: u64,
+    /// External identity providers, each with its own issuer, audience, algorithm and keys.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// An external identity provider whose tokens roomgate accepts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` of its tokens.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The one algorithm accepted: RS256, ES256 or EdDSA.
+    pub algorithm: String,
+    /// A PEM public key file (SPKI or PKCS#1 for RSA).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS file; keys are chosen by `kid` from this set only.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// Built-in accounts and the `/auth` token endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Serve `/auth/login`, `/auth/refresh`, `/auth/logout` and create the first admin. Default true.
+    pub enabled: bool,
+    /// `iss` of the access tokens roomgate issues. Default "roomgate".
+    pub issuer: String,
+    /// `aud` of the access tokens roomgate issues. Default "roomgate".
+    pub audience: String,
+    /// Access token life, seconds. Default 900.
+    pub access_token_secs: u64,
+    /// Refresh token life, seconds. Default 2592000 (30 days).
+    pub refresh_token_secs: u64,
+    /// argon2id memory cost, KiB (OWASP). Default 19456.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP). Default 2.
+    pub argon2_iterations: u32,
+    /// argon2id parallelism (OWASP). Default 1.
+    pub argon2_parallelism: u32,
+    /// Password hashes computed at once; more logins wait. Default 2.
+    pub hash_concurrency: usize,
+    /// Shortest password accepted when setting one, characters. Default 8.
+    pub min_password_chars: usize,
+    /// Longest password accepted, bytes. Default 1024.
+    pub max_password_bytes: usize,
+    /// Login attempts per client IP, checked before hashing. Default 10/60 s.
+    pub login: Quota,
+    /// Failed logins per account, checked before hashing. Default 10/3600 s.
+    pub failed_logins: Quota,
+    /// Largest JSON body of an `/auth` request, bytes. Default 16384.
+    pub max_body_bytes: u64,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            enabled: true,
+            issuer: "roomgate".into(),
+            audience: "roomgate".into(),
+            access_token_secs: 900,
+            refresh_token_secs: 30 * 86_400,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_concurrency: 2,
+            min_password_chars: 8,
+            max_password_bytes: 1024,
+            login: Quota {
+                points: 10,
+                duration_secs: 60,
+            },
+            failed_logins: Quota {
+                points: 10,
+                duration_secs: 3600,
+            },
+            max_body_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// Per-connection limits.
@@ -204,6 +291,7 @@ impl Default for Config {
             control_socket: true,
             shutdown_deadline_secs: 10,
             auth: AuthConfig::default(),
+            accounts: AccountsConfig::default(),
             connection: ConnectionConfig::default(),
             rate_limits: RateLimitConfig::default(),
             rooms: RoomsConfig::default(),
@@ -228,6 +316,9 @@ impl Default for AuthConfig {
             trust_role_claims: false,
             token_expiry_secs: 3600,
             auth_timeout_secs: 30,
+            refresh_notice_secs: 60,
+            expiry_grace_secs: 0,
+            issuers: Vec::new(),
         }
     }
 }
@@ -383,6 +474,9 @@ impl Config {
             for (key, section) in map {
                 let result = match key.as_str() {
                     "auth" => serde_json::from_value::<AuthConfig>(section.clone()).map(drop),
+                    "accounts" => {
+                        serde_json::from_value::<AccountsConfig>(section.clone()).map(drop)
+                    }
                     "connection" => {
                         serde_json::from_value::<ConnectionConfig>(section.clone()).map(drop)
                     }
@@ -450,6 +544,64 @@ impl Config {
         }
         for role in &a.default_roles {
             check_name(&mut p, "auth.default_roles", role);
+        }
+        for (i, iss) in a.issuers.iter().enumerate() {
+            let at = format!("auth.issuers[{i}]");
+            if iss.issuer.is_empty() {
+                p.push(format!("{at}.issuer is empty"));
+            }
+            if !["RS256", "ES256", "EdDSA"].contains(&iss.algorithm.as_str()) {
+                p.push(format!(
+                    "{at}.algorithm {:?} is not one of RS256, ES256, EdDSA",
+                    iss.algorithm
+                ));
+            }
+            if iss.public_key_file.is_some() == iss.jwks_file.is_some() {
+                p.push(format!(
+                    "{at}: give exactly one of public_key_file and jwks_file"
+                ));
+            }
+            if a.issuers[..i].iter().any(|o| o.issuer == iss.issuer) {
+                p.push(format!("{at}: issuer {:?} is configured twice", iss.issuer));
+            }
+            if iss.issuer == self.accounts.issuer && self.accounts.enabled {
+                p.push(format!(
+                    "{at}: issuer {:?} is roomgate's own (accounts.issuer)",
+                    iss.issuer
+                ));
+            }
+        }
+        let ac = &self.accounts;
+        if ac.issuer.is_empty() || ac.audience.is_empty() {
+            p.push("accounts.issuer and accounts.audience must not be empty".into());
+        }
+        if ac.access_token_secs == 0 || ac.refresh_token_secs == 0 {
+            p.push("accounts.access_token_secs and refresh_token_secs must be positive".into());
+        }
+        if ac.argon2_memory_kib < 8 * ac.argon2_parallelism.max(1)
+            || ac.argon2_iterations == 0
+            || ac.argon2_parallelism == 0
+        {
+            p.push("accounts.argon2_*: memory must be at least 8 KiB per lane, iterations and parallelism positive".into());
+        }
+        if ac.hash_concurrency == 0 {
+            p.push("accounts.hash_concurrency must be positive".into());
+        }
+        if ac.min_password_chars == 0 || ac.max_password_bytes < 64 {
+            p.push(
+                "accounts.min_password_chars must be positive and max_password_bytes at least 64"
+                    .into(),
+            );
+        }
+        for (name, q) in [("login", ac.login), ("failed_logins", ac.failed_logins)] {
+            if q.points == 0 || q.duration_secs == 0 {
+                p.push(format!(
+                    "accounts.{name}: points and duration_secs must be positive"
+                ));
+            }
+        }
+        if ac.max_body_bytes < 256 {
+            p.push("accounts.max_body_bytes must be at least 256".into());
         }
         let c = &self.connection;
         if c.heartbeat_interval_secs == 0 {
@@ -543,6 +695,28 @@ impl Config {
             ("shutdown_deadline_secs", self.shutdown_deadline_secs, 3_600),
             ("auth.token_expiry_secs", a.token_expiry_secs, 365 * DAY),
             ("auth.auth_timeout_secs", a.auth_timeout_secs, DAY),
+            ("auth.refresh_notice_secs", a.refresh_notice_secs, DAY),
+            ("auth.expiry_grace_secs", a.expiry_grace_secs, DAY),
+            (
+                "accounts.access_token_secs",
+                ac.access_token_secs,
+                365 * DAY,
+            ),
+            (
+                "accounts.refresh_token_secs",
+                ac.refresh_token_secs,
+                3_650 * DAY,
+            ),
+            (
+                "accounts.login.duration_secs",
+                ac.login.duration_secs,
+                365 * DAY,
+            ),
+            (
+                "accounts.failed_logins.duration_secs",
+                ac.failed_logins.duration_secs,
+                365 * DAY,
+            ),
             (
                 "connection.heartbeat_interval_secs",
                 c.heartbeat_interval_secs,

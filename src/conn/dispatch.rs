@@ -73,6 +73,7 @@ impl Conn {
             ClientFrame::Join { room_id } => self.on_join(&room_id),
             ClientFrame::Leave { room_id } => self.on_leave(&room_id),
             ClientFrame::Message { room_id, content } => self.on_message(&room_id, &content).await,
+            ClientFrame::Refresh { token } => self.on_refresh(&token).await,
             ClientFrame::Heartbeat => {
                 self.out.send_text(protocol::encode(
                     "heartbeat_response",
@@ -82,6 +83,11 @@ impl Conn {
                 ));
             }
         }
+    }
+
+    /// `refresh {token}`: renews the connection's token in band (issue 3: to be completed).
+    async fn on_refresh(&mut self, _token: &str) {
+        self.error(ErrorCode::RefreshRejected);
     }
 
     fn audit_limited(&self, limit: &str) {

@@ -49,13 +49,15 @@ pub enum ErrorCode {
     TooManyRooms,
     /// `message` or `leave` for a room this connection has not joined.
     NotMember,
+    /// `refresh` with a token for another user, or on an unauthenticated connection.
+    RefreshRejected,
     /// Something failed inside the server; the cause is in the server log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every variant, in the order of the README table.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidFormat,
         ErrorCode::InvalidStructure,
         ErrorCode::NestingTooDeep,
@@ -77,6 +79,7 @@ impl ErrorCode {
         ErrorCode::RoomFull,
         ErrorCode::TooManyRooms,
         ErrorCode::NotMember,
+        ErrorCode::RefreshRejected,
         ErrorCode::Internal,
     ];
 
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::NotMember => "not_member",
+            ErrorCode::RefreshRejected => "refresh_rejected",
             ErrorCode::Internal => "internal",
         }
     }
@@ -133,6 +137,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "Room is full",
             ErrorCode::TooManyRooms => "Too many rooms",
             ErrorCode::NotMember => "Not a member of the room",
+            ErrorCode::RefreshRejected => "Token refresh rejected",
             ErrorCode::Internal => "Internal error",
         }
     }

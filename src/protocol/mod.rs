@@ -24,6 +24,8 @@ pub enum ClientFrame {
     Message { room_id: String, content: String },
     /// `heartbeat {}`.
     Heartbeat,
+    /// `refresh {token}`: a new access token for the same user, on a live connection.
+    Refresh { token: String },
 }
 
 impl ClientFrame {
@@ -35,6 +37,7 @@ impl ClientFrame {
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::Message { .. } => "message",
             ClientFrame::Heartbeat => "heartbeat",
+            ClientFrame::Refresh { .. } => "refresh",
         }
     }
 }
@@ -84,7 +87,8 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
         return Err(DecodeError::code(ErrorCode::InvalidStructure));
     }
     match kind.as_str() {
-        "auth" => match data.remove("token") {
+        // `{wsToken}` is accepted as well as `{token}`, to resume a session on reconnect.
+        "auth" => match data.remove("token").or_else(|| data.remove("wsToken")) {
             Some(Value::String(t)) if !t.is_empty() => Ok(ClientFrame::Auth { token: t }),
             // The seed answers every missing or empty token with "Token required".
             None | Some(Value::Null) | Some(Value::String(_)) => {
@@ -103,6 +107,13 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
             content: string_field(&mut data, "content")?,
         }),
         "heartbeat" => Ok(ClientFrame::Heartbeat),
+        "refresh" => match data.remove("token") {
+            Some(Value::String(t)) if !t.is_empty() => Ok(ClientFrame::Refresh { token: t }),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                Err(DecodeError::code(ErrorCode::TokenRequired))
+            }
+            Some(_) => Err(DecodeError::field("token")),
+        },
         _ => Err(DecodeError::code(ErrorCode::UnknownType)),
     }
 }
@@ -245,6 +256,13 @@ pub struct ChatMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<&'a str>,
     pub timestamp: u64,
+}
+
+/// `token_expiring {expiresAt}` and `token_refreshed {expiresAt}` (ms since the epoch).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenExpiry {
+    pub expires_at: u64,
 }
 
 /// `heartbeat_response {serverTime}`.
