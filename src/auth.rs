@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::config::AuthConfig;
+use crate::config::Config;
 
 /// Why a token was refused. The client sees one message for all of them; the reason goes
 /// to the security-event log.
@@ -73,6 +73,8 @@ struct RawClaims {
     session_id: Option<Value>,
     #[serde(default, rename = "type")]
     kind: Option<Value>,
+    #[serde(default)]
+    sid: Option<Value>,
 }
 
 /// What a verified token says.
@@ -88,6 +90,8 @@ pub struct Verified {
     pub expires_at: u64,
     /// Set for a roomgate `wsToken`: the session it resumes.
     pub resume_session: Option<String>,
+    /// For an access token roomgate issued: the login (refresh family) it descends from.
+    pub family: Option<String>,
     /// Revocation keys of this token: `jti:..` when it has one, and always `sha256:..`.
     pub keys: Vec<String>,
 }
@@ -111,19 +115,56 @@ struct WsClaims<'a> {
     jti: &'a str,
 }
 
-/// Verifies client JWTs and the server's `wsToken`s, and signs the latter.
+/// The claims of an access token roomgate issues.
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    roles: &'a [String],
+    jti: &'a str,
+    iat: u64,
+    exp: u64,
+    /// The refresh family (login) this token descends from.
+    sid: &'a str,
+}
+
+/// A freshly issued access token.
+#[derive(Debug, Clone)]
+pub struct IssuedAccess {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: u64,
+}
+
+/// Verifies client JWTs and the server's `wsToken`s, and signs the latter and roomgate's
+/// own access tokens.
 pub struct Verifier {
     jwt_key: DecodingKey,
+    jwt_encode: EncodingKey,
     ws_decode: DecodingKey,
     ws_encode: EncodingKey,
     validation: Validation,
     ws_validation: Validation,
+    /// For tokens whose `iss` is roomgate's own (`accounts.issuer`), when accounts are on.
+    local: Option<LocalIssuer>,
     max_token_bytes: usize,
+}
+
+struct LocalIssuer {
+    issuer: String,
+    audience: String,
+    validation: Validation,
+    access_secs: u64,
 }
 
 impl Verifier {
     /// Builds a verifier from the resolved secrets.
-    pub fn new(cfg: &AuthConfig, jwt_secret: &[u8], ws_secret: &[u8]) -> Verifier {
+    pub fn new(config: &Config, jwt_secret: &[u8], ws_secret: &[u8]) -> Verifier {
+        let cfg = &config.auth;
+        let accounts = &config.accounts;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = cfg.leeway_secs;
         validation.validate_exp = true;
@@ -146,8 +187,24 @@ impl Verifier {
         ws_validation.validate_aud = false;
         ws_validation.set_required_spec_claims(&["exp", "sub"]);
 
+        let local = accounts.enabled.then(|| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.leeway = cfg.leeway_secs;
+            v.set_issuer(&[&accounts.issuer]);
+            v.set_audience(&[&accounts.audience]);
+            v.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+            LocalIssuer {
+                issuer: accounts.issuer.clone(),
+                audience: accounts.audience.clone(),
+                validation: v,
+                access_secs: accounts.access_token_secs,
+            }
+        });
+
         Verifier {
             jwt_key: DecodingKey::from_secret(jwt_secret),
+            jwt_encode: EncodingKey::from_secret(jwt_secret),
+            local,
             ws_decode: DecodingKey::from_secret(ws_secret),
             ws_encode: EncodingKey::from_secret(ws_secret),
             validation,
@@ -160,6 +217,11 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
+        }
+        if let Some(local) = &self.local
+            && peek_issuer(token).as_deref() == Some(local.issuer.as_str())
+        {
+            return self.verify_local(token, local);
         }
         let claims = match decode(token, &self.jwt_key, &self.validation) {
             Ok(c) if is_ws_token(&c) => {
@@ -188,36 +250,62 @@ impl Verifier {
         } else {
             None
         };
-        let jti = match claims.jti {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
-            _ => None,
-        };
-        let mut keys = Vec::with_capacity(2);
-        if let Some(j) = &jti {
-            keys.push(format!("jti:{j}"));
+        Ok(verified(token, claims, resume_session, None))
+    }
+
+    /// An access token roomgate issued: HS256 with the JWT key, `typ` `at+jwt`, roomgate's
+    /// own `iss` and `aud`, and the login it descends from in `sid`.
+    fn verify_local(&self, token: &str, local: &LocalIssuer) -> Result<Verified, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let claims = decode(token, &self.jwt_key, &local.validation)?;
+        if header.typ.as_deref() != Some("at+jwt") {
+            return Err(AuthError::InvalidClaims);
         }
-        keys.push(digest_key(token));
-        Ok(Verified {
-            user_id: claims.sub,
-            email: match claims.email {
-                Some(Value::String(s)) if s.len() <= 320 => Some(s),
-                _ => None,
+        let family = match &claims.sid {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(AuthError::InvalidClaims),
+        };
+        if claims.sub.is_empty() || claims.sub.len() > 256 {
+            return Err(AuthError::InvalidClaims);
+        }
+        Ok(verified(token, claims, None, Some(family)))
+    }
+
+    /// Signs an access token for a built-in account.
+    pub fn issue_access_token(
+        &self,
+        sub: &str,
+        email: Option<&str>,
+        roles: &[String],
+        family: &str,
+        now_secs: u64,
+    ) -> Result<IssuedAccess, jsonwebtoken::errors::Error> {
+        let Some(local) = &self.local else {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidIssuer.into());
+        };
+        let jti = random_hex(16);
+        let exp = now_secs + local.access_secs;
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &AccessClaims {
+                iss: &local.issuer,
+                aud: &local.audience,
+                sub,
+                email,
+                roles,
+                jti: &jti,
+                iat: now_secs,
+                exp,
+                sid: family,
             },
-            claimed_roles: match claims.roles {
-                Some(Value::Array(items)) => items
-                    .into_iter()
-                    .filter_map(|v| match v {
-                        Value::String(s) => Some(s),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            },
+            &self.jwt_encode,
+        )?;
+        Ok(IssuedAccess {
+            token,
             jti,
-            issued_at: claims.iat.and_then(|v| v.as_u64()).unwrap_or(0),
-            expires_at: claims.exp,
-            resume_session,
-            keys,
+            expires_at: exp,
         })
     }
 
@@ -242,6 +330,55 @@ impl Verifier {
             },
             &self.ws_encode,
         )
+    }
+}
+
+/// The `iss` claim of a token, read without verifying it, to pick the verifier.
+fn peek_issuer(token: &str) -> Option<String> {
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
+}
+
+fn verified(
+    token: &str,
+    claims: RawClaims,
+    resume_session: Option<String>,
+    family: Option<String>,
+) -> Verified {
+    let jti = match claims.jti {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s),
+        _ => None,
+    };
+    let mut keys = Vec::with_capacity(2);
+    if let Some(j) = &jti {
+        keys.push(format!("jti:{j}"));
+    }
+    keys.push(digest_key(token));
+    if let Some(f) = &family {
+        keys.push(format!("family:{f}"));
+    }
+    Verified {
+        user_id: claims.sub,
+        email: match claims.email {
+            Some(Value::String(s)) if s.len() <= 320 => Some(s),
+            _ => None,
+        },
+        claimed_roles: match claims.roles {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        jti,
+        issued_at: claims.iat.and_then(|v| v.as_u64()).unwrap_or(0),
+        expires_at: claims.exp,
+        resume_session,
+        family,
+        keys,
     }
 }
 

@@ -64,7 +64,7 @@ impl Server {
         let store = Store::open(&cfg.data_dir, &cfg.store)?;
         let cfg = Arc::new(cfg);
         let state = AppState {
-            verifier: Arc::new(Verifier::new(&cfg.auth, &secrets.jwt, &secrets.ws)),
+            verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
             history: HistoryWriter::start(
                 store.clone(),
