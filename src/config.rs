@@ -140,6 +140,10 @@ pub struct AccountsConfig {
     pub failed_logins: Quota,
     /// Largest JSON body of an `/auth` request, bytes. Default 16384.
     pub max_body_bytes: u64,
+    /// Password of the first `admin` account, from `ROOMGATE_ADMIN_PASSWORD` only (never
+    /// in a file, never logged).
+    #[serde(skip)]
+    pub admin_password: Option<Secret>,
 }
 
 impl Default for AccountsConfig {
@@ -165,6 +169,7 @@ impl Default for AccountsConfig {
                 duration_secs: 3600,
             },
             max_body_bytes: 16 * 1024,
+            admin_password: None,
         }
     }
 }
@@ -416,7 +421,7 @@ pub struct Overrides {
 }
 
 /// Environment variables that start with `ROOMGATE_` but are not config fields.
-const NON_CONFIG_ENV: &[&str] = &["ROOMGATE_LOG", "ROOMGATE_CONFIG"];
+const NON_CONFIG_ENV: &[&str] = &["ROOMGATE_LOG", "ROOMGATE_CONFIG", "ROOMGATE_ADMIN_PASSWORD"];
 
 /// Room types the seed defines.
 pub const ROOM_TYPES: &[&str] = &["chat", "document", "collaboration", "notification"];
@@ -456,7 +461,10 @@ impl Config {
             merged["data_dir"] = Value::String(dir.display().to_string());
         }
 
-        let config = Config::from_value(merged, &mut problems);
+        let mut config = Config::from_value(merged, &mut problems);
+        if let (Some(c), Some(p)) = (&mut config, env.get("ROOMGATE_ADMIN_PASSWORD")) {
+            c.accounts.admin_password = Some(Secret(p.clone()));
+        }
         if let Some(config) = &config {
             problems.extend(config.problems());
         }

@@ -7,6 +7,7 @@
 //! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
 //! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.
 
+pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod control;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod passwords;
 pub mod protocol;
 pub mod ratelimit;
 pub mod secrets;

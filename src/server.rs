@@ -25,11 +25,13 @@ use crate::config::Config;
 use crate::history::HistoryWriter;
 use crate::http::{self, PeerAddr, UpgradeSlot};
 use crate::hub::{Hub, Registry};
+use crate::passwords::{PasswordError, Passwords};
 use crate::protocol::CloseCode;
+use crate::ratelimit::FailureWindow;
 use crate::ratelimit::Limiters;
 use crate::secrets::{self, SecretsError};
 use crate::state::AppState;
-use crate::store::{Store, StoreError};
+use crate::store::{AccountRecord, Store, StoreError};
 use crate::{control, sweeper};
 
 /// Header-read timeout for HTTP requests (slow-header clients are dropped).
@@ -46,6 +48,48 @@ pub enum StartError {
     Control(std::io::Error),
     #[error("listener: {0}")]
     Listener(std::io::Error),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+/// On first start with no account, creates `admin` with the password from
+/// `ROOMGATE_ADMIN_PASSWORD` or a random one printed once on the console.
+async fn bootstrap_admin(
+    store: &Store,
+    cfg: &Config,
+    passwords: &Passwords,
+) -> Result<(), StartError> {
+    if store.account_count() > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match &cfg.accounts.admin_password {
+        Some(p) => (p.expose().to_string(), false),
+        None => (crate::auth::random_hex(12), true),
+    };
+    let now = crate::protocol::now_ms();
+    let created = store.create_account(&AccountRecord {
+        username: "admin".into(),
+        email: None,
+        password_hash: passwords.hash(&password).await?,
+        disabled: false,
+        created_ms: now,
+        updated_ms: now,
+    })?;
+    if created {
+        store.set_user_roles("admin", vec!["admin".into()], now)?;
+        store.flush().await?;
+        if generated {
+            // Shown once, on stdout, never in the log.
+            println!(
+                "roomgate: created account \"admin\" with password {password} (shown once; change it with `roomgate user passwd admin`)"
+            );
+        } else {
+            println!(
+                "roomgate: created account \"admin\" with the password from ROOMGATE_ADMIN_PASSWORD"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A running server.
@@ -62,6 +106,10 @@ impl Server {
         let addr = listener.local_addr().map_err(StartError::Listener)?;
         let secrets = secrets::resolve(&cfg)?;
         let store = Store::open(&cfg.data_dir, &cfg.store)?;
+        let passwords = Passwords::new(&cfg.accounts)?;
+        if cfg.accounts.enabled {
+            bootstrap_admin(&store, &cfg, &passwords).await?;
+        }
         let cfg = Arc::new(cfg);
         let state = AppState {
             verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)),
@@ -76,7 +124,12 @@ impl Server {
                 cfg.connection.max_unauthenticated_per_ip,
                 cfg.connection.max_connections_per_user,
             )),
-            limiters: Arc::new(Limiters::new(&cfg.rate_limits)),
+            limiters: Arc::new(
+                Limiters::new(&cfg.rate_limits)
+                    .with_login(cfg.accounts.login, cfg.rate_limits.enabled),
+            ),
+            login_failures: Arc::new(FailureWindow::new(cfg.accounts.failed_logins)),
+            passwords: passwords.clone(),
             trusted_proxies: cfg.trusted_proxies().into(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

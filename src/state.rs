@@ -12,7 +12,8 @@ use crate::auth::Verifier;
 use crate::config::{Cidr, Config};
 use crate::history::HistoryWriter;
 use crate::hub::{Hub, Registry};
-use crate::ratelimit::Limiters;
+use crate::passwords::Passwords;
+use crate::ratelimit::{FailureWindow, Limiters};
 use crate::store::Store;
 
 /// Shared server state.
@@ -23,6 +24,9 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub registry: Arc<Registry>,
     pub limiters: Arc<Limiters>,
+    /// Failed logins per account (checked before hashing).
+    pub login_failures: Arc<FailureWindow>,
+    pub passwords: Passwords,
     pub verifier: Arc<Verifier>,
     pub audit: Audit,
     pub history: HistoryWriter,

@@ -60,7 +60,7 @@ fn close_code_table_matches_code() {
 #[test]
 fn http_refusal_table_matches_code() {
     let text = readme();
-    let table = rows(section(&text, "### HTTP refusals"));
+    let table = rows(section(&text, "### HTTP errors"));
     assert_eq!(table.len(), HttpError::ALL.len());
     for (row, e) in table.iter().zip(HttpError::ALL) {
         assert_eq!(row[0], e.status().as_u16().to_string());

@@ -13,10 +13,15 @@
 //! - `roomid_room`: room id => [`RoomRecord`]
 //! - `roomid_seq_message`: room id ++ 0xFF ++ seq u64 BE => [`HistoryRecord`]
 //! - `tsid_event`: ts ms u64 BE ++ id u64 BE => [`EventRecord`]
+//! - `username_account`: username => [`AccountRecord`]
+//! - `refreshdigest_refresh`: hex SHA-256 of a refresh token => [`RefreshRecord`]
+//! - `familyid_family`: refresh family id => [`FamilyRecord`]
 
+mod accounts;
 pub mod codec;
 mod events;
 mod history;
+mod refresh;
 mod revocations;
 mod rooms;
 mod sessions;
@@ -24,8 +29,10 @@ mod users;
 
 use std::path::Path;
 
+pub use accounts::AccountRecord;
 pub use events::{EventFilter, EventRecord};
 pub use history::HistoryRecord;
+pub use refresh::{FamilyRecord, RefreshRecord, RefreshUse};
 pub use revocations::Revocation;
 pub use rooms::RoomRecord;
 pub use sessions::SessionRecord;
@@ -76,6 +83,9 @@ pub struct Store {
     rooms: sled::Tree,
     history: sled::Tree,
     events: sled::Tree,
+    accounts: sled::Tree,
+    refresh: sled::Tree,
+    families: sled::Tree,
 }
 
 impl Store {
@@ -116,6 +126,9 @@ impl Store {
             rooms: tree("roomid_room")?,
             history: tree("roomid_seq_message")?,
             events: tree("tsid_event")?,
+            accounts: tree("username_account")?,
+            refresh: tree("refreshdigest_refresh")?,
+            families: tree("familyid_family")?,
             db,
         };
         store.migrate(&shown)?;

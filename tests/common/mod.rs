@@ -22,6 +22,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
 pub const WS_SECRET: &str = "test-ws-secret-0123456789abcdef01234567890";
+/// Password of the first-start `admin` account in in-process test servers.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// How long a test waits for an expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -35,6 +37,11 @@ pub fn test_config(dir: &Path) -> Config {
     };
     cfg.auth.jwt_secret = Some(Secret(JWT_SECRET.into()));
     cfg.auth.ws_secret = Some(Secret(WS_SECRET.into()));
+    // Cheap hashing in tests (the first-start admin account is hashed at every start);
+    // the OWASP defaults are checked by a unit test and used by the binary tests.
+    cfg.accounts.argon2_memory_kib = 64;
+    cfg.accounts.argon2_iterations = 1;
+    cfg.accounts.admin_password = Some(Secret(ADMIN_PASSWORD.into()));
     cfg
 }
 
@@ -358,4 +365,81 @@ pub async fn run_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// An HTTP response, as tests need it.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 request over a real socket (`Connection: close`).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response within the wait")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// `POST path` with a JSON body.
+pub async fn post_json(addr: SocketAddr, path: &str, body: &Value) -> HttpReply {
+    http_request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
 }

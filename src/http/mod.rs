@@ -19,6 +19,8 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 
+pub mod auth;
+
 use crate::audit::Outcome;
 use crate::config::{Cidr, canonical};
 use crate::conn;
@@ -49,17 +51,41 @@ pub enum HttpError {
     NotFound,
     /// The method is not allowed on this route.
     MethodNotAllowed,
+    /// The request body is not the JSON the endpoint expects.
+    InvalidRequest,
+    /// The request body is larger than `accounts.max_body_bytes`.
+    PayloadTooLarge,
+    /// Login failed: unknown user, wrong password or disabled account (one answer for all).
+    InvalidCredentials,
+    /// The refresh token is unknown, expired, rotated or revoked.
+    InvalidGrant,
+    /// The bearer access token is missing, invalid or not roomgate's own.
+    InvalidToken,
+    /// Too many login attempts from this IP or for this account; see `Retry-After`.
+    TooManyAttempts,
+    /// Built-in accounts are turned off (`accounts.enabled = false`).
+    AccountsDisabled,
+    /// A server fault; the cause is in the server log.
+    Internal,
 }
 
 impl HttpError {
     /// Every variant, in README order.
-    pub const ALL: [HttpError; 6] = [
+    pub const ALL: [HttpError; 14] = [
         HttpError::UpgradeRequired,
         HttpError::OriginNotAllowed,
         HttpError::TlsRequired,
         HttpError::TooManyUnauthenticated,
         HttpError::NotFound,
         HttpError::MethodNotAllowed,
+        HttpError::InvalidRequest,
+        HttpError::PayloadTooLarge,
+        HttpError::InvalidCredentials,
+        HttpError::InvalidGrant,
+        HttpError::InvalidToken,
+        HttpError::TooManyAttempts,
+        HttpError::AccountsDisabled,
+        HttpError::Internal,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -70,6 +96,14 @@ impl HttpError {
             HttpError::TooManyUnauthenticated => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::InvalidRequest => StatusCode::BAD_REQUEST,
+            HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            HttpError::InvalidGrant => StatusCode::UNAUTHORIZED,
+            HttpError::InvalidToken => StatusCode::UNAUTHORIZED,
+            HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::AccountsDisabled => StatusCode::NOT_FOUND,
+            HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -81,6 +115,14 @@ impl HttpError {
             HttpError::TooManyUnauthenticated => "too_many_unauthenticated",
             HttpError::NotFound => "not_found",
             HttpError::MethodNotAllowed => "method_not_allowed",
+            HttpError::InvalidRequest => "invalid_request",
+            HttpError::PayloadTooLarge => "payload_too_large",
+            HttpError::InvalidCredentials => "invalid_credentials",
+            HttpError::InvalidGrant => "invalid_grant",
+            HttpError::InvalidToken => "invalid_token",
+            HttpError::TooManyAttempts => "too_many_attempts",
+            HttpError::AccountsDisabled => "accounts_disabled",
+            HttpError::Internal => "internal",
         }
     }
 
@@ -92,10 +134,19 @@ impl HttpError {
             HttpError::TooManyUnauthenticated => "Too many unauthenticated connections",
             HttpError::NotFound => "Not found",
             HttpError::MethodNotAllowed => "Method not allowed",
+            HttpError::InvalidRequest => "Invalid request body",
+            HttpError::PayloadTooLarge => "Request body too large",
+            HttpError::InvalidCredentials => "Invalid username or password",
+            HttpError::InvalidGrant => "Invalid refresh token",
+            HttpError::InvalidToken => "Invalid access token",
+            HttpError::TooManyAttempts => "Too many attempts",
+            HttpError::AccountsDisabled => "Accounts are disabled",
+            HttpError::Internal => "Internal error",
         }
     }
 
-    fn response(self) -> warp::reply::Response {
+    /// The JSON error response `{code, message}`.
+    pub fn response(self) -> warp::reply::Response {
         #[derive(Serialize)]
         struct Body {
             code: &'static str,
@@ -115,6 +166,7 @@ impl warp::reject::Reject for Refused {}
 
 /// All routes, boxed at the boundary.
 pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let state_for_auth = state.clone();
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -125,7 +177,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and_then(ws_upgrade);
-    health.or(ws).unify().recover(recover).unify().boxed()
+    health
+        .or(ws)
+        .unify()
+        .or(auth::routes(state_for_auth))
+        .unify()
+        .recover(recover)
+        .unify()
+        .boxed()
 }
 
 fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
@@ -135,6 +194,8 @@ fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Inf
 async fn recover(rej: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
     let err = if let Some(Refused(e)) = rej.find::<Refused>() {
         *e
+    } else if let Some(e) = auth::body_rejection(&rej) {
+        e
     } else if rej.is_not_found() {
         HttpError::NotFound
     } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -1,0 +1,255 @@
+//! Built-in accounts and the token endpoints: login, refresh rotation, reuse detection,
+//! logout, limits before hashing, and one answer for unknown users and wrong passwords.
+
+mod common;
+
+use common::*;
+use roomgate::config::Quota;
+use roomgate::store::AccountRecord;
+use serde_json::{Value, json};
+
+async fn add_account(s: &TestServer, name: &str, password: &str) {
+    let state = s.server().state();
+    let now = roomgate::protocol::now_ms();
+    let created = state
+        .store
+        .create_account(&AccountRecord {
+            username: name.into(),
+            email: Some(format!("{name}@example.com")),
+            password_hash: state.passwords.hash(password).await.unwrap(),
+            disabled: false,
+            created_ms: now,
+            updated_ms: now,
+        })
+        .unwrap();
+    assert!(created);
+}
+
+async fn login(s: &TestServer, user: &str, password: &str) -> HttpReply {
+    post_json(
+        s.addr,
+        "/auth/login",
+        &json!({"username": user, "password": password}),
+    )
+    .await
+}
+
+async fn login_ok(s: &TestServer, user: &str, password: &str) -> Value {
+    let r = login(s, user, password).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    r.json()
+}
+
+fn claims(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap();
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let (mut acc, mut bits, mut out) = (0u32, 0, Vec::new());
+    for c in part.bytes() {
+        acc = (acc << 6) | table.iter().position(|t| *t == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[tokio::test]
+async fn first_start_creates_admin_and_login_gives_a_working_access_token() {
+    let s = TestServer::start().await;
+    let tokens = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    assert!(tokens["refresh_token"].as_str().unwrap().len() >= 32);
+    let access = tokens["access_token"].as_str().unwrap();
+    let c = claims(access);
+    assert_eq!(c["iss"], "roomgate");
+    assert_eq!(c["aud"], "roomgate");
+    assert_eq!(c["sub"], "admin");
+    assert!(c["jti"].is_string() && c["iat"].is_u64() && c["sid"].is_string());
+    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 900);
+    let header = access.split('.').next().unwrap();
+    assert!(!header.is_empty());
+
+    let mut ws = s.client().await;
+    let ok = ws.auth(access).await;
+    assert_eq!(ok["user"]["userId"], "admin");
+    let roles: Vec<String> = serde_json::from_value(ok["user"]["roles"].clone()).unwrap();
+    assert!(roles.contains(&"admin".to_string()), "{roles:?}");
+}
+
+#[tokio::test]
+async fn unknown_user_and_wrong_password_get_the_same_answer() {
+    let s = TestServer::start().await;
+    add_account(&s, "bob", "bob-password-1").await;
+    let wrong = login(&s, "bob", "not-his-password").await;
+    let unknown = login(&s, "nobody", "not-his-password").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.json()["code"], "invalid_credentials");
+    // Passwords are never trimmed.
+    assert_eq!(login(&s, "bob", " bob-password-1").await.status, 401);
+    login_ok(&s, "bob", "bob-password-1").await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let s = TestServer::start().await;
+    let first = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let second = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let second = second.json();
+    let r2 = second["refresh_token"].as_str().unwrap();
+    assert_ne!(r1, r2);
+    let a2 = second["access_token"].as_str().unwrap();
+    assert_eq!(
+        claims(a2)["sid"],
+        claims(first["access_token"].as_str().unwrap())["sid"]
+    );
+
+    // A socket on the rotated family's access token.
+    let mut ws = s.client().await;
+    ws.auth(a2).await;
+
+    // The old refresh token no longer works, and using it revokes the whole family.
+    let reuse = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
+    assert_eq!(reuse.status, 401);
+    assert_eq!(reuse.json()["code"], "invalid_grant");
+    assert_eq!(ws.expect_close().await.code, 4003);
+    let after = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r2})).await;
+    assert_eq!(after.status, 401, "family survived reuse: {}", after.body);
+    let mut again = s.client().await;
+    again.send("auth", json!({"token": a2})).await;
+    again.expect_error("token_revoked").await;
+
+    let state = s.server().state();
+    state.audit.sync().await;
+    let events = state
+        .store
+        .events(&roomgate::store::EventFilter {
+            action: Some("refresh_reuse_detected".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn logout_closes_live_sockets_and_ends_the_session() {
+    let s = TestServer::start().await;
+    let t = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let access = t["access_token"].as_str().unwrap();
+    let mut ws = s.client().await;
+    ws.auth(access).await;
+    let r = http_request(
+        s.addr,
+        "POST",
+        "/auth/logout",
+        &[("Authorization", &format!("Bearer {access}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ws.expect_close().await.code, 4003);
+    let refresh = post_json(
+        s.addr,
+        "/auth/refresh",
+        &json!({"refresh_token": t["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(refresh.status, 401);
+    let bad = http_request(s.addr, "POST", "/auth/logout", &[], b"").await;
+    assert_eq!(bad.status, 401);
+    assert_eq!(bad.json()["code"], "invalid_token");
+    // A token not issued by roomgate cannot log out.
+    let foreign = http_request(
+        s.addr,
+        "POST",
+        "/auth/logout",
+        &[("Authorization", &format!("Bearer {}", token("alice")))],
+        b"",
+    )
+    .await;
+    assert_eq!(foreign.status, 401);
+}
+
+#[tokio::test]
+async fn logins_are_limited_per_ip_before_hashing() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.login = Quota {
+            points: 3,
+            duration_secs: 60,
+        };
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(login(&s, "admin", "wrong-password").await.status, 401);
+    }
+    let limited = login(&s, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["code"], "too_many_attempts");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.failed_logins = Quota {
+            points: 2,
+            duration_secs: 3600,
+        };
+    })
+    .await;
+    add_account(&s, "carol", "carol-password").await;
+    // Successes never count.
+    for _ in 0..3 {
+        login_ok(&s, "carol", "carol-password").await;
+    }
+    for _ in 0..2 {
+        assert_eq!(login(&s, "carol", "guess").await.status, 401);
+    }
+    let locked = login(&s, "carol", "carol-password").await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.header("retry-after").is_some());
+    // Other accounts are not affected.
+    login_ok(&s, "admin", ADMIN_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn bad_bodies_get_json_errors() {
+    let s = TestServer::start_with(|c| c.accounts.max_body_bytes = 512).await;
+    let r = http_request(s.addr, "POST", "/auth/login", &[], b"{not json").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "invalid_request");
+    let r = post_json(s.addr, "/auth/login", &json!({"username": "admin"})).await;
+    assert_eq!(r.status, 400);
+    let big = json!({"username": "admin", "password": "x".repeat(600)});
+    let r = post_json(s.addr, "/auth/login", &big).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["code"], "payload_too_large");
+    let r = http_request(s.addr, "GET", "/auth/login", &[], b"").await;
+    assert!(r.status == 405 || r.status == 404, "{}", r.status);
+    assert!(r.json()["code"].is_string());
+}
+
+#[tokio::test]
+async fn passwords_over_the_limit_are_refused_before_hashing() {
+    let s = TestServer::start().await;
+    let r = login(&s, "admin", &"p".repeat(1025)).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn accounts_can_be_turned_off() {
+    let s = TestServer::start_with(|c| c.accounts.enabled = false).await;
+    let r = login(&s, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(s.server().state().store.account_count(), 0);
+}
