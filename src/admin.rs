@@ -11,9 +11,12 @@ use serde_json::{Value, json};
 use crate::audit::{self, Outcome};
 use crate::auth::{RevocationTarget, revocation_target};
 use crate::config::{Config, ROOM_TYPES};
+use crate::passwords::Passwords;
 use crate::protocol::{CloseCode, now_ms};
 use crate::state::AppState;
-use crate::store::{EventFilter, EventRecord, Revocation, RoomRecord, Store, StoreError};
+use crate::store::{
+    AccountRecord, EventFilter, EventRecord, Revocation, RoomRecord, Store, StoreError,
+};
 
 /// An operator request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +27,28 @@ pub enum Request {
         user_id: String,
         roles: Vec<String>,
     },
+    UserAdd {
+        username: String,
+        email: Option<String>,
+        roles: Vec<String>,
+        /// None: generate one and return it.
+        password: Option<String>,
+    },
+    UserPasswd {
+        username: String,
+        /// None: generate one and return it.
+        password: Option<String>,
+    },
+    UserDisable {
+        username: String,
+    },
+    UserEnable {
+        username: String,
+    },
+    UserDelete {
+        username: String,
+    },
+    UserList,
     RoomCreate {
         id: String,
         name: Option<String>,
@@ -54,6 +79,12 @@ pub enum AdminError {
     Invalid(String),
     #[error("room {0:?} already exists")]
     RoomExists(String),
+    #[error("account {0:?} already exists")]
+    AccountExists(String),
+    #[error("no account {0:?}")]
+    NoAccount(String),
+    #[error("password hashing failed")]
+    Password(#[from] crate::passwords::PasswordError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,6 +95,9 @@ impl AdminError {
         match self {
             AdminError::Invalid(_) => "invalid_input",
             AdminError::RoomExists(_) => "room_exists",
+            AdminError::AccountExists(_) => "account_exists",
+            AdminError::NoAccount(_) => "no_account",
+            AdminError::Password(_) => "password_error",
             AdminError::Store(_) => "store_error",
         }
     }
@@ -94,6 +128,13 @@ impl Target<'_> {
         }
     }
 
+    fn passwords(&self) -> Result<Passwords, AdminError> {
+        match self {
+            Target::Live(s) => Ok(s.passwords.clone()),
+            Target::Offline { cfg, .. } => Ok(Passwords::new(&cfg.accounts)?),
+        }
+    }
+
     fn record(&self, action: &str, user: Option<&str>, meta: &[(&str, &str)]) {
         match self {
             Target::Live(s) => s.audit.record(action, user, Outcome::Success, meta),
@@ -117,6 +158,68 @@ impl Target<'_> {
                 }
             }
         }
+    }
+}
+
+/// Revokes every token of a user (a not-before time, so tokens without `jti` go too),
+/// ends their sessions and refresh families, and closes their sockets. The revocation is
+/// durable before any socket is looked for.
+async fn revoke_user(
+    target: &Target<'_>,
+    user_id: &str,
+    reason: &str,
+) -> Result<(usize, usize), AdminError> {
+    let store = target.store();
+    store.revoke_user_before(user_id, now_ms())?;
+    store.flush().await?;
+    let sessions = store.delete_user_sessions(user_id);
+    let closed = match target {
+        Target::Live(s) => s.registry.close_user(user_id, CloseCode::TokenRevoked),
+        Target::Offline { .. } => 0,
+    };
+    target.record(
+        "revocation",
+        Some(user_id),
+        &[("scope", "user"), ("reason", reason)],
+    );
+    let sessions = sessions?;
+    store.flush().await?;
+    Ok((sessions, closed))
+}
+
+fn check_username(name: &str) -> Result<(), AdminError> {
+    if crate::accounts::valid_username(name) {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "username {name:?} must be 1-64 of A-Z a-z 0-9 _ - . @"
+        )))
+    }
+}
+
+fn existing_account(store: &Store, name: &str) -> Result<AccountRecord, AdminError> {
+    check_username(name)?;
+    store
+        .account(name)?
+        .ok_or_else(|| AdminError::NoAccount(name.to_string()))
+}
+
+/// The given password after the length rules, or a generated one (`true`).
+fn choose_password(
+    target: &Target<'_>,
+    given: Option<String>,
+) -> Result<(String, bool), AdminError> {
+    let cfg = &target.cfg().accounts;
+    match given {
+        Some(p) => match crate::accounts::password_problem(
+            &p,
+            cfg.min_password_chars,
+            cfg.max_password_bytes,
+        ) {
+            Some(problem) => Err(AdminError::Invalid(problem)),
+            None => Ok((p, false)),
+        },
+        None => Ok((crate::auth::random_hex(12), true)),
     }
 }
 
@@ -286,17 +389,95 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
             if user_id.is_empty() || user_id.len() > 256 {
                 return Err(AdminError::Invalid("user id must be 1-256 bytes".into()));
             }
-            store.revoke_user_before(&user_id, now)?;
-            store.flush().await?;
-            let sessions = store.delete_user_sessions(&user_id);
-            let closed = match &target {
-                Target::Live(s) => s.registry.close_user(&user_id, CloseCode::TokenRevoked),
-                Target::Offline { .. } => 0,
-            };
-            target.record("revocation", Some(&user_id), &[("scope", "user")]);
-            let sessions = sessions?;
-            store.flush().await?;
+            let (sessions, closed) = revoke_user(&target, &user_id, "user").await?;
             Ok(json!({ "deletedSessions": sessions, "closedConnections": closed }))
+        }
+        Request::UserAdd {
+            username,
+            email,
+            roles,
+            password,
+        } => {
+            check_username(&username)?;
+            check_roles("roles", &roles)?;
+            if email
+                .as_ref()
+                .is_some_and(|e| e.is_empty() || e.len() > 320)
+            {
+                return Err(AdminError::Invalid("email must be 1-320 bytes".into()));
+            }
+            let (password, generated) = choose_password(&target, password)?;
+            let hash = target.passwords()?.hash(&password).await?;
+            let created = store.create_account(&AccountRecord {
+                username: username.clone(),
+                email: email.clone(),
+                password_hash: hash,
+                disabled: false,
+                created_ms: now,
+                updated_ms: now,
+            })?;
+            if !created {
+                return Err(AdminError::AccountExists(username));
+            }
+            store.set_user_roles(&username, roles.clone(), now)?;
+            store.flush().await?;
+            target.record("account_created", Some(&username), &[]);
+            let mut out = json!({ "username": username, "email": email, "roles": roles });
+            if generated {
+                out["password"] = Value::String(password);
+            }
+            Ok(out)
+        }
+        Request::UserPasswd { username, password } => {
+            let mut account = existing_account(store, &username)?;
+            let (password, generated) = choose_password(&target, password)?;
+            account.password_hash = target.passwords()?.hash(&password).await?;
+            account.updated_ms = now;
+            store.put_account(&account)?;
+            // A new password ends every session made with the old one.
+            let (_, closed) = revoke_user(&target, &username, "password_change").await?;
+            target.record("password_changed", Some(&username), &[]);
+            let mut out = json!({ "username": username, "closedConnections": closed });
+            if generated {
+                out["password"] = Value::String(password);
+            }
+            Ok(out)
+        }
+        Request::UserDisable { username } => {
+            let mut account = existing_account(store, &username)?;
+            account.disabled = true;
+            account.updated_ms = now;
+            store.put_account(&account)?;
+            let (_, closed) = revoke_user(&target, &username, "account_disabled").await?;
+            target.record("account_disabled", Some(&username), &[]);
+            Ok(json!({ "username": username, "disabled": true, "closedConnections": closed }))
+        }
+        Request::UserEnable { username } => {
+            let mut account = existing_account(store, &username)?;
+            account.disabled = false;
+            account.updated_ms = now;
+            store.put_account(&account)?;
+            store.flush().await?;
+            target.record("account_enabled", Some(&username), &[]);
+            Ok(json!({ "username": username, "disabled": false }))
+        }
+        Request::UserDelete { username } => {
+            existing_account(store, &username)?;
+            store.delete_account(&username)?;
+            let (_, closed) = revoke_user(&target, &username, "account_deleted").await?;
+            target.record("account_deleted", Some(&username), &[]);
+            Ok(json!({ "username": username, "deleted": true, "closedConnections": closed }))
+        }
+        Request::UserList => {
+            let mut out = Vec::new();
+            for a in store.accounts()? {
+                let roles = store.user_grants(&a.username)?.roles;
+                out.push(json!({
+                    "username": a.username, "email": a.email, "roles": roles,
+                    "disabled": a.disabled, "createdMs": a.created_ms, "updatedMs": a.updated_ms,
+                }));
+            }
+            Ok(Value::Array(out))
         }
         Request::Events {
             since_ms,

@@ -74,6 +74,34 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCmd {
+    /// Create a built-in account; without --password-stdin a password is generated and printed once.
+    Add {
+        /// Username (1-64 of A-Z a-z 0-9 _ - . @); it is the `sub` of its access tokens.
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// Comma-separated stored roles (default roles still apply).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Read the password from the first line of stdin (never trimmed, only the newline).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set an account's password (first line of stdin, or --generate); ends all its sessions.
+    Passwd {
+        name: String,
+        /// Generate a password and print it once instead of reading stdin.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Disable an account: no logins, and every token and socket of it is revoked.
+    Disable { name: String },
+    /// Enable a disabled account.
+    Enable { name: String },
+    /// Delete an account and its stored roles; every token and socket of it is revoked.
+    Delete { name: String },
+    /// List accounts (never their password hashes).
+    List,
     /// Set a user's stored roles (replacing them); default roles still apply.
     Roles {
         /// The user id (the JWT `sub`).

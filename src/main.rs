@@ -51,11 +51,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = Config::load(&overrides, &env)?;
     let request = match cli.command {
         None | Some(Command::Serve { .. }) => return serve(cfg).await,
-        Some(Command::User {
-            cmd: UserCmd::Roles { id, set },
-        }) => Request::UserRoles {
-            user_id: id,
-            roles: set,
+        Some(Command::User { cmd }) => match cmd {
+            UserCmd::Roles { id, set } => Request::UserRoles {
+                user_id: id,
+                roles: set,
+            },
+            UserCmd::Add {
+                name,
+                email,
+                roles,
+                password_stdin,
+            } => Request::UserAdd {
+                username: name,
+                email,
+                roles,
+                password: password_stdin.then(read_password).transpose()?,
+            },
+            UserCmd::Passwd { name, generate } => Request::UserPasswd {
+                username: name,
+                password: (!generate).then(read_password).transpose()?,
+            },
+            UserCmd::Disable { name } => Request::UserDisable { username: name },
+            UserCmd::Enable { name } => Request::UserEnable { username: name },
+            UserCmd::Delete { name } => Request::UserDelete { username: name },
+            UserCmd::List => Request::UserList,
         },
         Some(Command::Room {
             cmd:
@@ -114,9 +133,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
         },
     };
-    let is_events = matches!(request, Request::Events { .. });
+    let is_lines = matches!(request, Request::Events { .. } | Request::UserList);
     let result = operate(&cfg, request).await?;
-    match (is_events, result) {
+    match (is_lines, result) {
         (true, Value::Array(events)) => {
             for e in events {
                 println!("{e}");
@@ -125,6 +144,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (_, other) => println!("{}", serde_json::to_string_pretty(&other)?),
     }
     Ok(())
+}
+
+/// The first line of stdin, without its line ending (passwords are never trimmed).
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("no password on stdin");
+    }
+    Ok(password.to_string())
 }
 
 /// Runs an operator request on the running server, or on the store when none runs.
