@@ -608,6 +608,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(pw) = &ac.admin_password
+            && (pw.0.chars().count() < ac.min_password_chars
+                || pw.0.len() > ac.max_password_bytes)
+        {
+            p.push(format!(
+                "ROOMGATE_ADMIN_PASSWORD must be {}-{} long (characters, bytes)",
+                ac.min_password_chars, ac.max_password_bytes
+            ));
+        }
         if ac.max_body_bytes < 256 {
             p.push("accounts.max_body_bytes must be at least 256".into());
         }
