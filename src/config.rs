@@ -609,8 +609,7 @@ impl Config {
             }
         }
         if let Some(pw) = &ac.admin_password
-            && (pw.0.chars().count() < ac.min_password_chars
-                || pw.0.len() > ac.max_password_bytes)
+            && (pw.0.chars().count() < ac.min_password_chars || pw.0.len() > ac.max_password_bytes)
         {
             p.push(format!(
                 "ROOMGATE_ADMIN_PASSWORD must be {}-{} long (characters, bytes)",

@@ -1088,6 +1088,9 @@ async fn a_long_lived_token_does_not_expire_the_socket() {
     let mut c = s.client().await;
     c.auth(&token_with(json!({"sub": "alice", "exp": now_secs() + 30})))
         .await;
+    // Less than the default notice period (60 s) is left: the notice comes at once, and
+    // then nothing.
+    assert_eq!(c.recv().await["type"], "token_expiring");
     c.expect_silence(2500).await;
     assert_alive(&mut c).await;
 }

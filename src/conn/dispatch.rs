@@ -4,19 +4,17 @@
 //! nothing here sends to another connection except through a room.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Conn, Identity, MAX_TIMER_SECS, Session};
+use super::{Conn, Identity, Session};
 use crate::audit::Outcome;
 use crate::auth::{AuthError, Verified, random_hex};
 use crate::authz;
 use crate::hub::{JoinError, Lookup, MemberInfo};
 use crate::protocol::{
-    self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, RoomLeft, UserView,
-    now_ms,
+    self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, RoomLeft,
+    TokenExpiry, UserView, now_ms,
 };
 use crate::ratelimit::{Key, Limit};
 use crate::store::{HistoryRecord, SessionRecord, StoreError};
@@ -85,9 +83,111 @@ impl Conn {
         }
     }
 
-    /// `refresh {token}`: renews the connection's token in band (issue 3: to be completed).
-    async fn on_refresh(&mut self, _token: &str) {
-        self.error(ErrorCode::RefreshRejected);
+    /// `refresh {token}`: moves the connection onto a new token for the same user, in
+    /// band. The new token is verified and checked for revocation as `auth` does; its keys
+    /// join the old ones in the registry (revoking either token closes the socket); the
+    /// roles are read again; the expiry timers follow the new `exp`. Any refusal leaves
+    /// the connection on its old token, which still expires when it did.
+    async fn on_refresh(&mut self, token: &str) {
+        if self.identity().is_none() {
+            return;
+        }
+        if let Err(wait) = self.state.limiters.check(Limit::Auth, &Key::ip(self.ip)) {
+            self.audit_limited("auth");
+            self.error_with(ErrorCode::AuthRateLimited, None, None, Some(wait));
+            return;
+        }
+        let verified = match self.state.verifier.verify(token) {
+            Ok(v) => v,
+            Err(e) => {
+                let code = if e == AuthError::TooLarge {
+                    ErrorCode::TokenTooLarge
+                } else {
+                    ErrorCode::AuthFailed
+                };
+                self.refresh_failed(code, e.reason());
+                return;
+            }
+        };
+        match self.refresh_to(&verified) {
+            Ok(()) => {
+                self.out.send_text(protocol::encode(
+                    "token_refreshed",
+                    &TokenExpiry {
+                        expires_at: verified.expires_at.saturating_mul(1000),
+                    },
+                ));
+                self.audit_refresh(Outcome::Success, None);
+                self.arm_token(verified.expires_at);
+            }
+            Err(AuthFailure::Client(code, reason)) => self.refresh_failed(code, reason),
+            Err(AuthFailure::Store(e)) => {
+                tracing::error!(error = %e, "store failure during token refresh");
+                self.error(ErrorCode::Internal);
+            }
+        }
+    }
+
+    /// The checks and the switch of `refresh`, once the token has verified.
+    fn refresh_to(&mut self, v: &Verified) -> Result<(), AuthFailure> {
+        let Some(identity) = self.identity() else {
+            return Err(AuthFailure::Client(
+                ErrorCode::NotAuthenticated,
+                "not_authenticated",
+            ));
+        };
+        // A wsToken resumes a session on a new socket; it does not renew a live one.
+        if v.resume_session.is_some() {
+            return Err(AuthFailure::Client(ErrorCode::RefreshRejected, "ws_token"));
+        }
+        if *v.user_id != *identity.user_id {
+            return Err(AuthFailure::Client(
+                ErrorCode::RefreshRejected,
+                "other_user",
+            ));
+        }
+        // As in `establish`: checked for the answer, then again once the keys are in the
+        // registry, so a revocation racing with this refresh either finds the socket by
+        // the new keys or is seen by the second check.
+        if self.is_revoked(v, &v.keys)? {
+            return Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked"));
+        }
+        let added = self.state.registry.add_keys(self.id, v.keys.clone());
+        let roles = match self.is_revoked(v, &v.keys) {
+            Ok(false) => self.roles_for(v).map_err(AuthFailure::from),
+            Ok(true) => Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked")),
+            Err(e) => Err(e.into()),
+        };
+        let roles = match roles {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.registry.remove_keys(self.id, &added);
+                return Err(e);
+            }
+        };
+        if let Session::Authenticated(identity) = &mut self.session {
+            identity.roles = roles;
+        }
+        Ok(())
+    }
+
+    fn refresh_failed(&self, code: ErrorCode, reason: &str) {
+        self.audit_refresh(Outcome::Failure, Some(reason));
+        self.error(code);
+    }
+
+    /// Records a `token_refresh` event for the connection's (hashed) user.
+    fn audit_refresh(&self, outcome: Outcome, reason: Option<&str>) {
+        let user = self.identity().map(|i| i.user_id.clone());
+        let ip = self.ip.to_string();
+        let mut metadata = vec![("connectionId", self.connection_id.as_str())];
+        if let Some(r) = reason {
+            metadata.push(("reason", r));
+        }
+        metadata.push(("clientIp", &ip));
+        self.state
+            .audit
+            .record("token_refresh", user.as_deref(), outcome, &metadata);
     }
 
     fn audit_limited(&self, limit: &str) {
@@ -157,15 +257,8 @@ impl Conn {
                         ),
                     ],
                 );
-                // The token stays valid for its leeway past `exp`, as at verification.
-                let leeway = self.state.cfg.auth.leeway_secs;
-                let remaining = verified
-                    .expires_at
-                    .saturating_add(leeway)
-                    .saturating_sub(now_ms() / 1000)
-                    .min(MAX_TIMER_SECS);
-                self.token_deadline = Some(Instant::now() + Duration::from_secs(remaining));
                 self.session = Session::Authenticated(identity);
+                self.arm_token(verified.expires_at);
             }
             Err(AuthFailure::Client(code, reason)) => {
                 self.auth_failed(code, reason, Some(&verified.user_id))
@@ -254,17 +347,7 @@ impl Conn {
         if self.is_revoked(v, keys)? {
             return Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked"));
         }
-        let grants = store.user_grants(&v.user_id)?;
-        let mut roles = cfg.default_roles.clone();
-        let mut extra = grants.roles;
-        if cfg.trust_role_claims {
-            extra.extend(v.claimed_roles.iter().cloned());
-        }
-        for r in extra {
-            if !roles.contains(&r) {
-                roles.push(r);
-            }
-        }
+        let roles = self.roles_for(v)?;
         let now = now_ms();
         let email = match &resumed {
             Some(s) => s.email.clone(),
@@ -319,6 +402,25 @@ impl Conn {
             },
             ws_token,
         ))
+    }
+
+    /// The roles a verified token's user acts with: the default roles, the stored grants,
+    /// and the token's `roles` claim when `auth.trust_role_claims` is on. Read at `auth`
+    /// and again at every `refresh`.
+    fn roles_for(&self, v: &Verified) -> Result<Vec<String>, StoreError> {
+        let cfg = &self.state.cfg.auth;
+        let grants = self.state.store.user_grants(&v.user_id)?;
+        let mut roles = cfg.default_roles.clone();
+        let mut extra = grants.roles;
+        if cfg.trust_role_claims {
+            extra.extend(v.claimed_roles.iter().cloned());
+        }
+        for r in extra {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+        Ok(roles)
     }
 
     /// Whether any of the token's revocation keys, or a user-wide cut-off, refuses it.

@@ -4,8 +4,9 @@
 //! concurrent handlers), and it is the only writer to its socket, draining the bounded
 //! outbound queue that rooms fan out into. Timeouts (auth, inactivity, token expiry),
 //! close requests from other tasks and shutdown all end here with a close code from the
-//! registry. It must never block on another connection: everything it sends elsewhere
-//! goes through `Outbound::send` (`try_send`).
+//! registry; the token timers (the `token_expiring` notice and the expiry close) are
+//! re-armed whenever `auth` or `refresh` accepts a token. It must never block on another
+//! connection: everything it sends elsewhere goes through `Outbound::send` (`try_send`).
 
 mod dispatch;
 
@@ -23,9 +24,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::audit::Outcome;
 use crate::auth::random_hex;
 use crate::hub::{Admission, Membership, Outbound};
-use crate::protocol::{self, CloseCode, ErrorCode, Handshake};
+use crate::protocol::{self, CloseCode, ErrorCode, Handshake, TokenExpiry, now_ms};
 use crate::state::AppState;
 
 /// Who an authenticated connection is.
@@ -52,8 +54,18 @@ struct Conn {
     out: Outbound,
     session: Session,
     rooms: HashMap<String, Membership>,
-    /// Set by `auth`; the run loop arms the expiry timer from it.
-    token_deadline: Option<Instant>,
+    /// `exp` of the token the connection lives on (seconds); 0 before `auth`.
+    token_expires_at: u64,
+    /// Set by `auth` and `refresh`; the run loop re-arms its token timers from it.
+    token_timers: Option<TokenTimers>,
+}
+
+/// When the current token's `token_expiring` notice is due and when the socket closes.
+#[derive(Clone, Copy)]
+struct TokenTimers {
+    /// `None` when the notice has already been sent.
+    notice: Option<Instant>,
+    expiry: Instant,
 }
 
 /// Longest timer the connection arms (ten years): tokens and configs may name later
@@ -80,7 +92,8 @@ where
         out,
         session: Session::Pending(admission),
         rooms: HashMap::new(),
-        token_deadline: None,
+        token_expires_at: 0,
+        token_timers: None,
         state,
     };
     conn.out.send_text(protocol::encode(
@@ -96,9 +109,10 @@ where
     let inactivity = Duration::from_secs(cfg.connection.inactivity_timeout_secs);
     let auth_deadline = sleep(Duration::from_secs(cfg.auth.auth_timeout_secs));
     let idle = sleep(inactivity);
-    // Far future until a token arms it.
+    // Far future until a token arms them.
     let token_expiry = sleep(Duration::from_secs(MAX_TIMER_SECS));
-    tokio::pin!(auth_deadline, idle, token_expiry);
+    let token_notice = sleep(Duration::from_secs(MAX_TIMER_SECS));
+    tokio::pin!(auth_deadline, idle, token_expiry, token_notice);
 
     let close = loop {
         let authenticated = matches!(conn.session, Session::Authenticated(_));
@@ -129,8 +143,9 @@ where
                     Message::Pong(_) | Message::Frame(_) => {}
                     Message::Close(_) => break None,
                 }
-                if let Some(deadline) = conn.token_deadline.take() {
-                    token_expiry.as_mut().reset(deadline);
+                if let Some(timers) = conn.token_timers.take() {
+                    token_expiry.as_mut().reset(timers.expiry);
+                    token_notice.as_mut().reset(timers.notice.unwrap_or_else(far_future));
                 }
             }
             frame = rx.recv() => {
@@ -154,8 +169,18 @@ where
             _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
             _ = &mut idle => break Some(CloseCode::InactivityTimeout),
             _ = &mut token_expiry => break Some(CloseCode::TokenExpired),
+            // Not raced against a blocked write above: the notice can wait for it, and
+            // dropping a half-written batch would lose frames.
+            _ = &mut token_notice => {
+                conn.send_token_expiring();
+                token_notice.as_mut().reset(far_future());
+            }
         }
     };
+
+    if close == Some(CloseCode::TokenExpired) {
+        conn.audit_expired();
+    }
 
     // Leave rooms first so the others hear `user_disconnected` even if the close
     // handshake below stalls.
@@ -210,6 +235,18 @@ where
     sink.flush().await
 }
 
+/// The instant a disarmed timer is parked at.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(MAX_TIMER_SECS)
+}
+
+/// The instant the wall-clock time `at_ms` (ms since the epoch) arrives, or now if it
+/// has passed; never further than [`MAX_TIMER_SECS`] away.
+fn instant_at(at_ms: u64, now_ms: u64) -> Instant {
+    let wait = at_ms.saturating_sub(now_ms).min(MAX_TIMER_SECS * 1000);
+    Instant::now() + Duration::from_millis(wait)
+}
+
 /// The close code for a read error; `None` when the peer is simply gone.
 fn read_error_close(e: &WsError) -> Option<CloseCode> {
     match e {
@@ -221,6 +258,55 @@ fn read_error_close(e: &WsError) -> Option<CloseCode> {
 }
 
 impl Conn {
+    /// Makes `expires_at` (the `exp` of a token just accepted by `auth` or `refresh`, in
+    /// seconds) the connection's token expiry: the socket closes `auth.expiry_grace_secs`
+    /// after it, and `token_expiring` goes out `auth.refresh_notice_secs` before it, at
+    /// once if that moment has passed. Call after the answer to the frame is queued, so a
+    /// notice due at once follows it. (`auth.leeway_secs` is for clock skew when a token
+    /// is verified; it does not extend a live connection.)
+    fn arm_token(&mut self, expires_at: u64) {
+        let auth = &self.state.cfg.auth;
+        let now = now_ms();
+        let exp_ms = expires_at.saturating_mul(1000);
+        let expiry = instant_at(
+            exp_ms.saturating_add(auth.expiry_grace_secs.saturating_mul(1000)),
+            now,
+        );
+        let notice_ms = exp_ms.saturating_sub(auth.refresh_notice_secs.saturating_mul(1000));
+        self.token_expires_at = expires_at;
+        let notice = if notice_ms <= now {
+            self.send_token_expiring();
+            None
+        } else {
+            Some(instant_at(notice_ms, now))
+        };
+        self.token_timers = Some(TokenTimers { notice, expiry });
+    }
+
+    /// `token_expiring {expiresAt}` for the current token.
+    fn send_token_expiring(&self) {
+        self.out.send_text(protocol::encode(
+            "token_expiring",
+            &TokenExpiry {
+                expires_at: self.token_expires_at.saturating_mul(1000),
+            },
+        ));
+    }
+
+    /// Records that the socket is being closed because its token expired.
+    fn audit_expired(&self) {
+        let Session::Authenticated(identity) = &self.session else {
+            return;
+        };
+        let ip = self.ip.to_string();
+        self.state.audit.record(
+            "token_expired",
+            Some(&identity.user_id),
+            Outcome::Failure,
+            &[("connectionId", &self.connection_id), ("clientIp", &ip)],
+        );
+    }
+
     fn error(&self, code: ErrorCode) {
         self.out
             .send_text(protocol::error_frame(code, None, None, None));

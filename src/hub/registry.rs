@@ -123,6 +123,31 @@ impl Registry {
         }
     }
 
+    /// Adds revocation keys to an authenticated connection whose token was refreshed in
+    /// band. Its earlier keys stay, so revoking the old token or the new one closes it.
+    /// Returns the keys that were not already there, for [`Registry::remove_keys`].
+    pub fn add_keys(&self, id: u64, keys: Vec<String>) -> Vec<String> {
+        let mut inner = self.lock();
+        let Some(e) = inner.conns.get_mut(&id) else {
+            return Vec::new();
+        };
+        let mut added = Vec::new();
+        for k in keys {
+            if !e.token_keys.contains(&k) {
+                e.token_keys.push(k.clone());
+                added.push(k);
+            }
+        }
+        added
+    }
+
+    /// Undoes `add_keys` when the refresh failed after adding them.
+    pub fn remove_keys(&self, id: u64, keys: &[String]) {
+        if let Some(e) = self.lock().conns.get_mut(&id) {
+            e.token_keys.retain(|k| !keys.contains(k));
+        }
+    }
+
     /// Closes every connection of `user`; returns how many.
     pub fn close_user(&self, user: &str, code: CloseCode) -> usize {
         let inner = self.lock();
@@ -199,5 +224,41 @@ impl Drop for Registration {
                 inner.by_user.remove(&user);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_keys_close_the_connection_and_can_be_removed() {
+        let registry = Arc::new(Registry::new(4, 4));
+        let (out, _rx, control) = Outbound::channel(4);
+        let reg = registry.register(out);
+        registry
+            .authenticate(reg.id, "alice".into(), vec!["jti:old".into()])
+            .unwrap();
+        let added = registry.add_keys(reg.id, vec!["jti:old".into(), "jti:new".into()]);
+        assert_eq!(added, vec!["jti:new".to_string()]);
+        // Either token's key finds the socket.
+        assert_eq!(
+            registry.close_token(&["jti:old".into()], CloseCode::TokenRevoked),
+            1
+        );
+        assert_eq!(
+            registry.close_token(&["jti:new".into()], CloseCode::TokenRevoked),
+            1
+        );
+        assert_eq!(control.requested(), Some(CloseCode::TokenRevoked));
+        registry.remove_keys(reg.id, &added);
+        assert_eq!(
+            registry.close_token(&["jti:new".into()], CloseCode::TokenRevoked),
+            0
+        );
+        assert_eq!(
+            registry.close_token(&["jti:old".into()], CloseCode::TokenRevoked),
+            1
+        );
     }
 }
