@@ -181,3 +181,18 @@ async fn revoke_user_ends_logins_too() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test]
+async fn a_login_right_after_a_password_change_works_at_once() {
+    let s = TestServer::start().await;
+    let d = s.dir.path();
+    ok(
+        d,
+        &["user", "add", "quick", "--password-stdin"],
+        "first-password\n",
+    )
+    .await;
+    ok(d, &["user", "passwd", "quick"], "second-password\n").await;
+    // Same second as the revocation: the new login's socket must still authenticate.
+    let (_ws, _) = logged_in_socket(&s, "quick", "second-password").await;
+}

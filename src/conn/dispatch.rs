@@ -431,9 +431,16 @@ impl Conn {
                 return Ok(true);
             }
         }
-        Ok(store
-            .user_revoked_before(&v.user_id)?
-            .is_some_and(|cutoff| v.issued_at.saturating_mul(1000) <= cutoff))
+        let Some(cutoff) = store.user_revoked_before(&v.user_id)? else {
+            return Ok(false);
+        };
+        // roomgate's own tokens are judged by when their login began (ms), so a login
+        // right after a password change is not caught by `iat`'s whole-second rounding;
+        // a family that is gone (swept or never stored) counts as revoked.
+        if let Some(family) = &v.family {
+            return Ok(store.family(family)?.is_none_or(|f| f.created_ms <= cutoff));
+        }
+        Ok(v.issued_at.saturating_mul(1000) <= cutoff)
     }
 
     fn valid_room_id(&self, room_id: &str) -> bool {
