@@ -5,6 +5,7 @@
 //! tell which accounts exist. This module never logs or stores a password.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -27,6 +28,8 @@ pub struct Passwords {
     params: Params,
     limit: Arc<Semaphore>,
     dummy: Arc<OnceCell<String>>,
+    /// Verifications run so far (the dummy ones included), for stats and tests.
+    verifications: Arc<AtomicU64>,
 }
 
 impl Passwords {
@@ -43,6 +46,7 @@ impl Passwords {
             params,
             limit: Arc::new(Semaphore::new(cfg.hash_concurrency)),
             dummy: Arc::new(OnceCell::new()),
+            verifications: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -74,6 +78,7 @@ impl Passwords {
         let Ok(_permit) = self.limit.acquire().await else {
             return false;
         };
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let password = password.to_string();
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&stored)
@@ -87,6 +92,11 @@ impl Passwords {
         .await
         .unwrap_or(false);
         ok && known
+    }
+
+    /// Password verifications run so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     async fn dummy_hash(&self) -> Option<String> {

@@ -190,8 +190,15 @@ async fn logins_are_limited_per_ip_before_hashing() {
     for _ in 0..3 {
         assert_eq!(login(&s, "admin", "wrong-password").await.status, 401);
     }
+    let hashed = s.server().state().passwords.verifications();
+    assert_eq!(hashed, 3);
     let limited = login(&s, "admin", ADMIN_PASSWORD).await;
     assert_eq!(limited.status, 429);
+    for _ in 0..5 {
+        assert_eq!(login(&s, "admin", "wrong-password").await.status, 429);
+    }
+    // Refused attempts never reach the hasher.
+    assert_eq!(s.server().state().passwords.verifications(), hashed);
     assert_eq!(limited.json()["code"], "too_many_attempts");
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
@@ -214,8 +221,10 @@ async fn failed_logins_are_limited_per_account() {
     for _ in 0..2 {
         assert_eq!(login(&s, "carol", "guess").await.status, 401);
     }
+    let hashed = s.server().state().passwords.verifications();
     let locked = login(&s, "carol", "carol-password").await;
     assert_eq!(locked.status, 429, "{}", locked.body);
+    assert_eq!(s.server().state().passwords.verifications(), hashed);
     assert!(locked.header("retry-after").is_some());
     // Other accounts are not affected.
     login_ok(&s, "admin", ADMIN_PASSWORD).await;
