@@ -210,7 +210,8 @@ pub struct Quota {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Turn every limiter off (benchmarks only). Default true.
+    /// Turn the frame, auth, join and login limiters off (benchmarks only); the
+    /// failed-login lockout stays on. Default true.
     pub enabled: bool,
     /// Client frames (all but heartbeats) per user, per IP before auth. Default 60/60 s.
     pub message: Quota,
