@@ -25,36 +25,11 @@ async fn add_account(s: &TestServer, name: &str, password: &str) {
     assert!(created);
 }
 
-async fn login(s: &TestServer, user: &str, password: &str) -> HttpReply {
-    post_json(
-        s.addr,
-        "/auth/login",
-        &json!({"username": user, "password": password}),
-    )
-    .await
-}
-
 async fn login_ok(s: &TestServer, user: &str, password: &str) -> Value {
-    let r = login(s, user, password).await;
+    let r = login(s.addr, user, password).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("cache-control"), Some("no-store"));
     r.json()
-}
-
-fn claims(token: &str) -> Value {
-    let part = token.split('.').nth(1).unwrap();
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let (mut acc, mut bits, mut out) = (0u32, 0, Vec::new());
-    for c in part.bytes() {
-        acc = (acc << 6) | table.iter().position(|t| *t == c).unwrap() as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    serde_json::from_slice(&out).unwrap()
 }
 
 #[tokio::test]
@@ -65,7 +40,7 @@ async fn first_start_creates_admin_and_login_gives_a_working_access_token() {
     assert_eq!(tokens["expires_in"], 900);
     assert!(tokens["refresh_token"].as_str().unwrap().len() >= 32);
     let access = tokens["access_token"].as_str().unwrap();
-    let c = claims(access);
+    let c = jwt_claims(access);
     assert_eq!(c["iss"], "roomgate");
     assert_eq!(c["aud"], "roomgate");
     assert_eq!(c["sub"], "admin");
@@ -85,14 +60,14 @@ async fn first_start_creates_admin_and_login_gives_a_working_access_token() {
 async fn unknown_user_and_wrong_password_get_the_same_answer() {
     let s = TestServer::start().await;
     add_account(&s, "bob", "bob-password-1").await;
-    let wrong = login(&s, "bob", "not-his-password").await;
-    let unknown = login(&s, "nobody", "not-his-password").await;
+    let wrong = login(s.addr, "bob", "not-his-password").await;
+    let unknown = login(s.addr, "nobody", "not-his-password").await;
     assert_eq!(wrong.status, 401);
     assert_eq!(unknown.status, 401);
     assert_eq!(wrong.body, unknown.body);
     assert_eq!(wrong.json()["code"], "invalid_credentials");
     // Passwords are never trimmed.
-    assert_eq!(login(&s, "bob", " bob-password-1").await.status, 401);
+    assert_eq!(login(s.addr, "bob", " bob-password-1").await.status, 401);
     login_ok(&s, "bob", "bob-password-1").await;
 }
 
@@ -108,8 +83,8 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     assert_ne!(r1, r2);
     let a2 = second["access_token"].as_str().unwrap();
     assert_eq!(
-        claims(a2)["sid"],
-        claims(first["access_token"].as_str().unwrap())["sid"]
+        jwt_claims(a2)["sid"],
+        jwt_claims(first["access_token"].as_str().unwrap())["sid"]
     );
 
     // A socket on the rotated family's access token.
@@ -188,14 +163,14 @@ async fn logins_are_limited_per_ip_before_hashing() {
     })
     .await;
     for _ in 0..3 {
-        assert_eq!(login(&s, "admin", "wrong-password").await.status, 401);
+        assert_eq!(login(s.addr, "admin", "wrong-password").await.status, 401);
     }
     let hashed = s.server().state().passwords.verifications();
     assert_eq!(hashed, 3);
-    let limited = login(&s, "admin", ADMIN_PASSWORD).await;
+    let limited = login(s.addr, "admin", ADMIN_PASSWORD).await;
     assert_eq!(limited.status, 429);
     for _ in 0..5 {
-        assert_eq!(login(&s, "admin", "wrong-password").await.status, 429);
+        assert_eq!(login(s.addr, "admin", "wrong-password").await.status, 429);
     }
     // Refused attempts never reach the hasher.
     assert_eq!(s.server().state().passwords.verifications(), hashed);
@@ -219,10 +194,10 @@ async fn failed_logins_are_limited_per_account() {
         login_ok(&s, "carol", "carol-password").await;
     }
     for _ in 0..2 {
-        assert_eq!(login(&s, "carol", "guess").await.status, 401);
+        assert_eq!(login(s.addr, "carol", "guess").await.status, 401);
     }
     let hashed = s.server().state().passwords.verifications();
-    let locked = login(&s, "carol", "carol-password").await;
+    let locked = login(s.addr, "carol", "carol-password").await;
     assert_eq!(locked.status, 429, "{}", locked.body);
     assert_eq!(s.server().state().passwords.verifications(), hashed);
     assert!(locked.header("retry-after").is_some());
@@ -250,7 +225,7 @@ async fn bad_bodies_get_json_errors() {
 #[tokio::test]
 async fn passwords_over_the_limit_are_refused_before_hashing() {
     let s = TestServer::start().await;
-    let r = login(&s, "admin", &"p".repeat(1025)).await;
+    let r = login(s.addr, "admin", &"p".repeat(1025)).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "invalid_request");
 }
@@ -258,7 +233,7 @@ async fn passwords_over_the_limit_are_refused_before_hashing() {
 #[tokio::test]
 async fn accounts_can_be_turned_off() {
     let s = TestServer::start_with(|c| c.accounts.enabled = false).await;
-    let r = login(&s, "admin", ADMIN_PASSWORD).await;
+    let r = login(s.addr, "admin", ADMIN_PASSWORD).await;
     assert_eq!(r.status, 404);
     assert_eq!(s.server().state().store.account_count(), 0);
 }

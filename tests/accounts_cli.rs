@@ -43,15 +43,6 @@ async fn ok(dir: &std::path::Path, args: &[&str], stdin: &str) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON: {out}"))
 }
 
-async fn login(s: &TestServer, user: &str, password: &str) -> HttpReply {
-    post_json(
-        s.addr,
-        "/auth/login",
-        &json!({"username": user, "password": password}),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn user_commands_work_with_the_server_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,13 +94,13 @@ async fn user_commands_work_with_the_server_stopped() {
     // with her untrimmed password.
     let s = TestServer::start_in(dir, |_| {}).await;
     assert!(s.server().state().store.account("admin").unwrap().is_none());
-    assert_eq!(login(&s, "dora", "spaces are kept").await.status, 401);
-    let r = login(&s, "dora", "  spaces are kept  ").await;
+    assert_eq!(login(s.addr, "dora", "spaces are kept").await.status, 401);
+    let r = login(s.addr, "dora", "  spaces are kept  ").await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
 async fn logged_in_socket(s: &TestServer, user: &str, password: &str) -> (Client, Value) {
-    let r = login(s, user, password).await;
+    let r = login(s.addr, user, password).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let tokens = r.json();
     let mut ws = s.client().await;
@@ -160,10 +151,10 @@ async fn password_change_disable_and_delete_close_live_sockets() {
         assert_eq!(r.status, 401, "{name}: refresh survived: {}", r.body);
     }
     // The new password works, the disabled and deleted accounts cannot log in.
-    assert_eq!(login(&s, "p1", "a-new-password").await.status, 200);
-    assert_eq!(login(&s, "p1", "initial-password").await.status, 401);
-    assert_eq!(login(&s, "p2", "initial-password").await.status, 401);
-    assert_eq!(login(&s, "p3", "initial-password").await.status, 401);
+    assert_eq!(login(s.addr, "p1", "a-new-password").await.status, 200);
+    assert_eq!(login(s.addr, "p1", "initial-password").await.status, 401);
+    assert_eq!(login(s.addr, "p2", "initial-password").await.status, 401);
+    assert_eq!(login(s.addr, "p3", "initial-password").await.status, 401);
 }
 
 #[tokio::test]

@@ -43,32 +43,6 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-fn b64url_decode(s: &str) -> Vec<u8> {
-    let mut bits = 0u32;
-    let mut nbits = 0;
-    let mut out = Vec::new();
-    for c in s.bytes() {
-        let v = B64URL
-            .iter()
-            .position(|&x| x == c)
-            .unwrap_or_else(|| panic!("not base64url: {s}")) as u32;
-        bits = (bits << 6) | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    out
-}
-
-/// The payload of a JWT, decoded without checking anything.
-fn jwt_payload(token: &str) -> Value {
-    let part = token.split('.').nth(1).expect("JWT has a payload");
-    serde_json::from_slice(&b64url_decode(part)).expect("payload is JSON")
-}
-
 /// A hand-made JWT: `header.payload.` plus an HMAC-SHA256 signature when `hs256_key` is given.
 fn craft(header: &Value, claims: &Value, hs256_key: Option<&str>) -> String {
     let signing_input = format!(
@@ -526,7 +500,7 @@ async fn auth_writes_a_session_record() {
     let after = now_ms();
 
     let ws_token = ok["wsToken"].as_str().unwrap();
-    let claims = jwt_payload(ws_token);
+    let claims = jwt_claims(ws_token);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["type"], "websocket");
     let sid = claims["sessionId"].as_str().expect("sessionId").to_string();
@@ -558,7 +532,7 @@ async fn auth_writes_a_session_record() {
     );
     // Every auth gets its own session.
     let (_c2, ok2) = accepted(&s, &token("alice")).await;
-    let sid2 = jwt_payload(ok2["wsToken"].as_str().unwrap())["sessionId"].clone();
+    let sid2 = jwt_claims(ok2["wsToken"].as_str().unwrap())["sessionId"].clone();
     assert_ne!(sid2, json!(sid));
 }
 
@@ -572,7 +546,7 @@ async fn ws_token_resumes_the_session_also_after_a_restart() {
         .unwrap();
     let (first, ok) = accepted(&s, &token("alice")).await;
     let w1 = ok["wsToken"].as_str().unwrap().to_string();
-    let sid = jwt_payload(&w1)["sessionId"].as_str().unwrap().to_string();
+    let sid = jwt_claims(&w1)["sessionId"].as_str().unwrap().to_string();
     first.close().await;
 
     // A new connection resumes with the wsToken.
@@ -583,7 +557,7 @@ async fn ws_token_resumes_the_session_also_after_a_restart() {
     assert_eq!(ok["user"]["email"], "alice@example.com");
     assert_eq!(ok["user"]["roles"], json!(["user", "admin"]));
     let w2 = ok["wsToken"].as_str().unwrap().to_string();
-    assert_eq!(jwt_payload(&w2)["sessionId"], json!(sid));
+    assert_eq!(jwt_claims(&w2)["sessionId"], json!(sid));
     let rec = s.server().state().store.session(&sid).unwrap().unwrap();
     assert_eq!(
         rec.connection_id,
@@ -599,7 +573,7 @@ async fn ws_token_resumes_the_session_also_after_a_restart() {
         let (c, ok) = accepted(&s, w).await;
         assert_eq!(ok["user"]["userId"], "alice");
         assert_eq!(
-            jwt_payload(ok["wsToken"].as_str().unwrap())["sessionId"],
+            jwt_claims(ok["wsToken"].as_str().unwrap())["sessionId"],
             json!(sid)
         );
         c.close().await;
@@ -611,7 +585,7 @@ async fn ws_token_of_another_server_key_or_tampered_is_refused() {
     let s = TestServer::start().await;
     let (_c, ok) = accepted(&s, &token("alice")).await;
     let w = ok["wsToken"].as_str().unwrap();
-    let sid = jwt_payload(w)["sessionId"].clone();
+    let sid = jwt_claims(w)["sessionId"].clone();
     // Claims of a wsToken, signed with the client JWT secret, do not resume anything.
     let forged = token_with(json!({
         "sub": "alice", "sessionId": sid, "type": "websocket",
@@ -643,7 +617,7 @@ async fn ws_token_is_refused_once_the_user_is_revoked() {
     let s = TestServer::start().await;
     let (c, ok) = accepted(&s, &token("alice")).await;
     let w = ok["wsToken"].as_str().unwrap().to_string();
-    let sid = jwt_payload(&w)["sessionId"].as_str().unwrap().to_string();
+    let sid = jwt_claims(&w)["sessionId"].as_str().unwrap().to_string();
     c.close().await;
     cli_ok(s.dir.path(), &["revoke", "--user", "alice"]).await;
     assert!(
@@ -660,7 +634,7 @@ async fn ws_token_is_refused_once_the_original_token_is_revoked() {
     let t = token("alice");
     let (c, ok) = accepted(&s, &t).await;
     let w1 = ok["wsToken"].as_str().unwrap().to_string();
-    let sid = jwt_payload(&w1)["sessionId"].as_str().unwrap().to_string();
+    let sid = jwt_claims(&w1)["sessionId"].as_str().unwrap().to_string();
     c.close().await;
     // Resume, and resume again from the resumed socket's wsToken: the session has been
     // rewritten by resumptions, two generations away from the original token.
@@ -668,7 +642,7 @@ async fn ws_token_is_refused_once_the_original_token_is_revoked() {
     let w2 = ok["wsToken"].as_str().unwrap().to_string();
     let (mut gen2, ok) = accepted(&s, &w2).await;
     let w3 = ok["wsToken"].as_str().unwrap().to_string();
-    assert_eq!(jwt_payload(&w3)["sessionId"], json!(sid));
+    assert_eq!(jwt_claims(&w3)["sessionId"], json!(sid));
 
     cli_ok(s.dir.path(), &["revoke", "--token", &t]).await;
     // Every socket descending from the revoked token is closed...
@@ -704,7 +678,7 @@ async fn revoking_a_ws_token_ends_its_whole_session() {
     let t = token("alice");
     let (_first, ok) = accepted(&s, &t).await;
     let w1 = ok["wsToken"].as_str().unwrap().to_string();
-    let sid = jwt_payload(&w1)["sessionId"].as_str().unwrap().to_string();
+    let sid = jwt_claims(&w1)["sessionId"].as_str().unwrap().to_string();
     // Two sockets resumed from the session, each with its own sibling wsToken.
     let (mut a, ok) = accepted(&s, &w1).await;
     let w2 = ok["wsToken"].as_str().unwrap().to_string();

@@ -99,24 +99,6 @@ fn meta<'a>(e: &'a EventRecord, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The payload of a JWT, decoded without checking anything.
-fn jwt_payload(token: &str) -> Value {
-    const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let part = token.split('.').nth(1).expect("JWT has a payload");
-    let (mut bits, mut nbits, mut out) = (0u32, 0, Vec::new());
-    for c in part.bytes() {
-        let v = B64URL.iter().position(|&x| x == c).expect("base64url") as u32;
-        bits = (bits << 6) | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    serde_json::from_slice(&out).expect("payload is JSON")
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. The token_expiring notice
 // ---------------------------------------------------------------------------------------
@@ -393,7 +375,7 @@ async fn a_socket_refreshed_onto_a_roomgate_access_token_ends_with_its_login() {
     let access = login["access_token"].as_str().unwrap();
     refresh(&mut c, access).await;
     let refreshed = c.expect("token_refreshed").await;
-    let exp = jwt_payload(access)["exp"].as_u64().unwrap();
+    let exp = jwt_claims(access)["exp"].as_u64().unwrap();
     assert_eq!(refreshed["data"]["expiresAt"], exp * 1000);
 
     // Rotating the refresh token and then reusing the old one revokes the whole login
@@ -450,7 +432,7 @@ async fn auth_with_a_ws_token_key_resumes_the_session() {
     let mut first = s.client().await;
     let ok = first.auth(&token("alice")).await;
     let w = ok["wsToken"].as_str().unwrap().to_string();
-    let sid = jwt_payload(&w)["sessionId"].clone();
+    let sid = jwt_claims(&w)["sessionId"].clone();
     assert!(sid.is_string());
     first.close().await;
 
@@ -460,6 +442,6 @@ async fn auth_with_a_ws_token_key_resumes_the_session() {
     assert_eq!(ok["type"], "auth_success", "{ok}");
     assert_eq!(ok["data"]["user"]["userId"], "alice");
     let w2 = ok["data"]["wsToken"].as_str().unwrap();
-    assert_eq!(jwt_payload(w2)["sessionId"], sid);
+    assert_eq!(jwt_claims(w2)["sessionId"], sid);
     c.join("lobby").await;
 }

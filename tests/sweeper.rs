@@ -9,18 +9,6 @@ use common::*;
 use roomgate::config::{Quota, RateLimitConfig, StoreConfig};
 use roomgate::ratelimit::{Key, Limit, Limiters};
 use roomgate::store::{EventFilter, EventRecord, Revocation, Store};
-use tokio::time::Instant;
-
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn expired_sessions_are_swept() {
@@ -32,8 +20,7 @@ async fn expired_sessions_are_swept() {
     let mut c = s.client().await;
     let ok = c.auth(&token("alice")).await;
     let ws = ok["wsToken"].as_str().unwrap();
-    let payload = ws.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(&base64_decode(payload)).unwrap();
+    let claims = jwt_claims(ws);
     let sid = claims["sessionId"].as_str().unwrap().to_string();
     let store = s.server().state().store.clone();
     assert!(store.session(&sid).unwrap().is_some());
@@ -109,21 +96,4 @@ fn idle_limiter_keys_are_swept() {
     std::thread::sleep(Duration::from_millis(1100));
     l.sweep();
     assert_eq!(l.tracked_keys(), 0);
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = table.iter().position(|t| *t == c).unwrap() as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }

@@ -92,20 +92,13 @@ impl Conn {
         if self.identity().is_none() {
             return;
         }
-        if let Err(wait) = self.state.limiters.check(Limit::Auth, &Key::ip(self.ip)) {
-            self.audit_limited("auth");
-            self.error_with(ErrorCode::AuthRateLimited, None, None, Some(wait));
+        if !self.auth_attempt_allowed() {
             return;
         }
         let verified = match self.state.verifier.verify(token) {
             Ok(v) => v,
             Err(e) => {
-                let code = if e == AuthError::TooLarge {
-                    ErrorCode::TokenTooLarge
-                } else {
-                    ErrorCode::AuthFailed
-                };
-                self.refresh_failed(code, e.reason());
+                self.refresh_failed(verify_error_code(e), e.reason());
                 return;
             }
         };
@@ -190,6 +183,19 @@ impl Conn {
             .record("token_refresh", user.as_deref(), outcome, &metadata);
     }
 
+    /// Spends one point of the per-IP auth quota (`auth` and `refresh` share it);
+    /// answers the refusal itself when it is used up.
+    fn auth_attempt_allowed(&self) -> bool {
+        match self.state.limiters.check(Limit::Auth, &Key::ip(self.ip)) {
+            Ok(()) => true,
+            Err(wait) => {
+                self.audit_limited("auth");
+                self.error_with(ErrorCode::AuthRateLimited, None, None, Some(wait));
+                false
+            }
+        }
+    }
+
     fn audit_limited(&self, limit: &str) {
         if !self.state.limiters.allow_event(&self.limit_key()) {
             return;
@@ -209,21 +215,14 @@ impl Conn {
             self.error(ErrorCode::AlreadyAuthenticated);
             return;
         }
-        if let Err(wait) = self.state.limiters.check(Limit::Auth, &Key::ip(self.ip)) {
-            self.audit_limited("auth");
-            self.error_with(ErrorCode::AuthRateLimited, None, None, Some(wait));
+        if !self.auth_attempt_allowed() {
             return;
         }
         let ip = self.ip.to_string();
         let verified = match self.state.verifier.verify(token) {
             Ok(v) => v,
             Err(e) => {
-                let code = if e == AuthError::TooLarge {
-                    ErrorCode::TokenTooLarge
-                } else {
-                    ErrorCode::AuthFailed
-                };
-                self.auth_failed(code, e.reason(), None);
+                self.auth_failed(verify_error_code(e), e.reason(), None);
                 return;
             }
         };
@@ -629,5 +628,14 @@ impl Conn {
             .history
             .append(HistoryRecord { seq, ..record })
             .await;
+    }
+}
+
+/// The reply code for a token that failed verification.
+fn verify_error_code(e: AuthError) -> ErrorCode {
+    if e == AuthError::TooLarge {
+        ErrorCode::TokenTooLarge
+    } else {
+        ErrorCode::AuthFailed
     }
 }

@@ -443,3 +443,48 @@ pub async fn post_json(addr: SocketAddr, path: &str, body: &Value) -> HttpReply 
     )
     .await
 }
+
+/// Decodes unpadded base64url (JWT segments).
+pub fn b64url_decode(s: &str) -> Vec<u8> {
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let (mut acc, mut bits, mut out) = (0u32, 0, Vec::new());
+    for c in s.bytes() {
+        let v = table.iter().position(|t| *t == c).expect("base64url") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// The claims of a JWT, read without verifying it.
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("JWT payload");
+    serde_json::from_slice(&b64url_decode(payload)).expect("JSON claims")
+}
+
+/// Polls `cond` until it holds; fails after ten seconds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `POST /auth/login`.
+pub async fn login(addr: SocketAddr, user: &str, password: &str) -> HttpReply {
+    post_json(
+        addr,
+        "/auth/login",
+        &json!({"username": user, "password": password}),
+    )
+    .await
+}
