@@ -50,6 +50,8 @@ pub enum StartError {
     Listener(std::io::Error),
     #[error(transparent)]
     Password(#[from] PasswordError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// On first start with no account, creates `admin` with the password from
@@ -112,7 +114,7 @@ impl Server {
         }
         let cfg = Arc::new(cfg);
         let state = AppState {
-            verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)),
+            verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)?),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
             history: HistoryWriter::start(
                 store.clone(),
