@@ -140,6 +140,10 @@ pub struct AccountsConfig {
     pub failed_logins: Quota,
     /// Largest JSON body of an `/auth` request, bytes. Default 16384.
     pub max_body_bytes: u64,
+    /// A rate-limited `/auth` request is answered after this delay (a tarpit: a client
+    /// flooding on keep-alive connections then costs a sleeping task, not a busy core).
+    /// Default 1000.
+    pub refusal_delay_ms: u64,
     /// Password of the first `admin` account, from `ROOMGATE_ADMIN_PASSWORD` only (never
     /// in a file, never logged).
     #[serde(skip)]
@@ -169,6 +173,7 @@ impl Default for AccountsConfig {
                 duration_secs: 3600,
             },
             max_body_bytes: 16 * 1024,
+            refusal_delay_ms: 1000,
             admin_password: None,
         }
     }
@@ -719,6 +724,7 @@ impl Config {
                 ac.access_token_secs,
                 365 * DAY,
             ),
+            ("accounts.refusal_delay_ms", ac.refusal_delay_ms, 60_000),
             (
                 "accounts.refresh_token_secs",
                 ac.refresh_token_secs,

@@ -237,3 +237,21 @@ async fn accounts_can_be_turned_off() {
     assert_eq!(r.status, 404);
     assert_eq!(s.server().state().store.account_count(), 0);
 }
+
+#[tokio::test]
+async fn limited_attempts_are_answered_late() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.login = Quota {
+            points: 1,
+            duration_secs: 60,
+        };
+        c.accounts.refusal_delay_ms = 400;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(login(s.addr, "admin", "wrong").await.status, 401);
+    assert!(started.elapsed() < std::time::Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    assert_eq!(login(s.addr, "admin", "wrong").await.status, 429);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+}

@@ -55,7 +55,12 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
                     Ok(b) => b,
                     Err(e) => return e.response(),
                 };
-                reply(accounts::login(&state, ip, &b.username, &b.password).await)
+                let delay = state.cfg.accounts.refusal_delay_ms;
+                reply(
+                    accounts::login(&state, ip, &b.username, &b.password).await,
+                    delay,
+                )
+                .await
             },
         );
     let refresh = warp::path!("auth" / "refresh")
@@ -69,7 +74,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
                     Ok(b) => b,
                     Err(e) => return e.response(),
                 };
-                reply(accounts::refresh(&state, ip, &b.refresh_token).await)
+                let delay = state.cfg.accounts.refusal_delay_ms;
+                reply(accounts::refresh(&state, ip, &b.refresh_token).await, delay).await
             },
         );
     let logout = warp::path!("auth" / "logout")
@@ -115,7 +121,10 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
     serde_json::from_slice(body).map_err(|_| HttpError::InvalidRequest)
 }
 
-fn reply(result: Result<accounts::TokenPair, Refusal>) -> warp::reply::Response {
+async fn reply(
+    result: Result<accounts::TokenPair, Refusal>,
+    delay_ms: u64,
+) -> warp::reply::Response {
     match result {
         Ok(pair) => {
             let mut res = warp::reply::json(&pair).into_response();
@@ -124,8 +133,16 @@ fn reply(result: Result<accounts::TokenPair, Refusal>) -> warp::reply::Response 
                 .insert("cache-control", HeaderValue::from_static("no-store"));
             res
         }
-        Err(r) => refusal(r),
+        Err(r) => refusal_after(r, delay_ms).await,
     }
+}
+
+/// Answers a refusal; a rate-limited one only after `accounts.refusal_delay_ms`.
+async fn refusal_after(r: Refusal, delay_ms: u64) -> warp::reply::Response {
+    if r.error == HttpError::TooManyAttempts && delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+    }
+    refusal(r)
 }
 
 fn refusal(r: Refusal) -> warp::reply::Response {

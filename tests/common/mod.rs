@@ -42,6 +42,9 @@ pub fn test_config(dir: &Path) -> Config {
     cfg.accounts.argon2_memory_kib = 64;
     cfg.accounts.argon2_iterations = 1;
     cfg.accounts.admin_password = Some(Secret(ADMIN_PASSWORD.into()));
+    // Rate-limited /auth answers are delayed by default (a tarpit); tests that are not
+    // about that delay do not wait for it.
+    cfg.accounts.refusal_delay_ms = 0;
     cfg
 }
 
