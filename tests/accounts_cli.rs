@@ -187,3 +187,26 @@ async fn a_login_right_after_a_password_change_works_at_once() {
     // Same second as the revocation: the new login's socket must still authenticate.
     let (_ws, _) = logged_in_socket(&s, "quick", "second-password").await;
 }
+
+#[tokio::test]
+async fn revoking_a_token_or_a_session_closes_sockets_within_a_second() {
+    let s = TestServer::start().await;
+    let (mut ws, tokens) = logged_in_socket(&s, "admin", ADMIN_PASSWORD).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let (success, out, err) = run_cli(s.dir.path(), &["revoke", "--token", access]).await;
+    assert!(success, "{out}{err}");
+    closed_within_a_second(&mut ws).await;
+
+    // A session, named by its wsToken, likewise.
+    let (mut first, _) = logged_in_socket(&s, "admin", ADMIN_PASSWORD).await;
+    let mut c = s.client().await;
+    let fresh = login(s.addr, "admin", ADMIN_PASSWORD).await.json();
+    let ok = c.auth(fresh["access_token"].as_str().unwrap()).await;
+    let ws_token = ok["wsToken"].as_str().unwrap();
+    let (success, out, err) = run_cli(s.dir.path(), &["revoke", "--token", ws_token]).await;
+    assert!(success, "{out}{err}");
+    closed_within_a_second(&mut c).await;
+    // Another session of the same user is untouched.
+    first.send("heartbeat", json!({})).await;
+    first.expect("heartbeat_response").await;
+}
