@@ -1,10 +1,19 @@
-//! Token verification and issuance. Client JWTs are verified with the algorithm pinned
-//! to HS256 and the configured secret (never `none`, never the algorithm the header
-//! asks for), `exp` and `sub` required, `nbf` checked, `iss`/`aud` checked when
-//! configured, and oversize tokens refused before any parsing. The server's own
-//! `wsToken` is signed with the separate WS secret. This module owns keys and claim
-//! rules; it must never log a token, and it never reads the store: revocation and
-//! sessions are the caller's (`conn`) business.
+//! Token verification and issuance. The token's `iss` (read before any signature check,
+//! only to choose the verifier) picks one of three paths, and each path has its own keys
+//! and its one algorithm, never the algorithm the header asks for:
+//!
+//! - roomgate's own access tokens (`accounts.issuer`): HS256 with the JWT key;
+//! - an external identity provider (`auth.issuers`, in `external.rs`): RS256, ES256 or
+//!   EdDSA with that provider's keys only;
+//! - anything else: HS256 with the shared `auth.jwt_secret`, or the server's own
+//!   `wsToken` under the separate WS secret.
+//!
+//! Everywhere `exp` and `sub` are required, `nbf` is checked, and oversize tokens are
+//! refused before any parsing. This module owns keys and claim rules; it must never log
+//! a token, never fetch a key over the network, and it never reads the store:
+//! revocation and sessions are the caller's (`conn`) business.
+
+mod external;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -14,9 +23,10 @@ use sha2::{Digest, Sha256};
 
 use std::collections::HashMap;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use crate::config::Config;
 
-use crate::config::{Config, IssuerConfig};
+pub use external::AuthSetupError;
+use external::ExternalIssuer;
 
 /// Why a token was refused. The client sees one message for all of them; the reason goes
 /// to the security-event log.
@@ -42,30 +52,6 @@ pub enum AuthError {
     InvalidClaims,
     #[error("no key for this kid")]
     UnknownKey,
-}
-
-/// An identity provider's keys could not be loaded; the server refuses to start.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthSetupError {
-    #[error("issuer {issuer}: cannot read {path}: {source}")]
-    Read {
-        issuer: String,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("issuer {issuer}: {path} is not a valid {algorithm} public key PEM: {detail}")]
-    Pem {
-        issuer: String,
-        path: String,
-        algorithm: String,
-        detail: String,
-    },
-    #[error("issuer {issuer}: {path}: {detail}")]
-    Jwks {
-        issuer: String,
-        path: String,
-        detail: String,
-    },
 }
 
 impl AuthError {
@@ -186,19 +172,6 @@ pub struct Verifier {
     max_token_bytes: usize,
 }
 
-/// An external identity provider: one algorithm, and keys from a PEM file or a JWKS file.
-struct ExternalIssuer {
-    algorithm: Algorithm,
-    validation: Validation,
-    keys: IssuerKeys,
-}
-
-enum IssuerKeys {
-    Single(DecodingKey),
-    /// By `kid`; only keys of the issuer's algorithm family are kept.
-    Set(HashMap<String, DecodingKey>),
-}
-
 struct LocalIssuer {
     issuer: String,
     audience: String,
@@ -253,7 +226,10 @@ impl Verifier {
 
         let mut external = HashMap::new();
         for iss in &cfg.issuers {
-            external.insert(iss.issuer.clone(), load_issuer(iss, cfg.leeway_secs)?);
+            external.insert(
+                iss.issuer.clone(),
+                ExternalIssuer::load(iss, cfg.leeway_secs)?,
+            );
         }
 
         Ok(Verifier {
@@ -281,7 +257,7 @@ impl Verifier {
             return self.verify_local(token, local);
         }
         if let Some(ext) = issuer.as_deref().and_then(|i| self.external.get(i)) {
-            return verify_external(token, ext);
+            return ext.verify(token);
         }
         let claims = match decode(token, &self.jwt_key, &self.validation) {
             Ok(c) if is_ws_token(&c) => {
@@ -391,113 +367,6 @@ impl Verifier {
             &self.ws_encode,
         )
     }
-}
-
-/// An external provider's token: its algorithm only, its keys only (chosen by `kid`
-/// from its own set; `jku`, `jwk` and `x5u` headers are never followed).
-fn verify_external(token: &str, ext: &ExternalIssuer) -> Result<Verified, AuthError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-    if header.alg != ext.algorithm {
-        return Err(AuthError::WrongAlgorithm);
-    }
-    let key = match (&ext.keys, header.kid.as_deref()) {
-        (IssuerKeys::Single(k), _) => k,
-        (IssuerKeys::Set(set), Some(kid)) => set.get(kid).ok_or(AuthError::UnknownKey)?,
-        // Without a kid only an unambiguous set will do.
-        (IssuerKeys::Set(set), None) if set.len() == 1 => {
-            set.values().next().ok_or(AuthError::UnknownKey)?
-        }
-        (IssuerKeys::Set(_), None) => return Err(AuthError::UnknownKey),
-    };
-    let claims = decode(token, key, &ext.validation)?;
-    if claims.sub.is_empty() || claims.sub.len() > 256 {
-        return Err(AuthError::InvalidClaims);
-    }
-    // The IdP's `sid` is its own session id, not one of our refresh families.
-    Ok(verified(token, claims, None, None))
-}
-
-fn load_issuer(iss: &IssuerConfig, leeway: u64) -> Result<ExternalIssuer, AuthSetupError> {
-    let algorithm = match iss.algorithm.as_str() {
-        "RS256" => Algorithm::RS256,
-        "ES256" => Algorithm::ES256,
-        _ => Algorithm::EdDSA,
-    };
-    let mut validation = Validation::new(algorithm);
-    validation.leeway = leeway;
-    validation.validate_nbf = true;
-    validation.set_issuer(&[&iss.issuer]);
-    let mut required = vec!["exp", "sub", "iss"];
-    match &iss.audience {
-        Some(aud) => {
-            validation.set_audience(&[aud]);
-            required.push("aud");
-        }
-        None => validation.validate_aud = false,
-    }
-    validation.set_required_spec_claims(&required);
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| AuthSetupError::Read {
-            issuer: iss.issuer.clone(),
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    let keys = if let Some(path) = &iss.public_key_file {
-        let pem = read(path)?;
-        let key = match algorithm {
-            Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
-            Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
-            _ => DecodingKey::from_ed_pem(&pem),
-        };
-        IssuerKeys::Single(key.map_err(|e| AuthSetupError::Pem {
-            issuer: iss.issuer.clone(),
-            path: path.display().to_string(),
-            algorithm: iss.algorithm.clone(),
-            detail: e.to_string(),
-        })?)
-    } else {
-        let path = iss.jwks_file.as_deref().unwrap_or(std::path::Path::new(""));
-        let jwks_error = |detail: String| AuthSetupError::Jwks {
-            issuer: iss.issuer.clone(),
-            path: path.display().to_string(),
-            detail,
-        };
-        let set: JwkSet = serde_json::from_slice(&read(path)?)
-            .map_err(|e| jwks_error(format!("not a JWKS document: {e}")))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            // Only keys of the issuer's own family: an `oct` (HMAC) key in the set must
-            // never verify anything.
-            let fits = matches!(
-                (&jwk.algorithm, algorithm),
-                (AlgorithmParameters::RSA(_), Algorithm::RS256)
-                    | (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
-                    | (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
-            );
-            let Some(kid) = jwk.common.key_id.clone() else {
-                continue;
-            };
-            if !fits {
-                continue;
-            }
-            let key =
-                DecodingKey::from_jwk(jwk).map_err(|e| jwks_error(format!("key {kid:?}: {e}")))?;
-            keys.insert(kid, key);
-        }
-        if keys.is_empty() {
-            return Err(jwks_error(format!(
-                "no {} key with a kid in the set",
-                iss.algorithm
-            )));
-        }
-        IssuerKeys::Set(keys)
-    };
-    Ok(ExternalIssuer {
-        algorithm,
-        validation,
-        keys,
-    })
 }
 
 /// The `iss` claim of a token, read without verifying it, to pick the verifier.
