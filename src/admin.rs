@@ -318,6 +318,10 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
                 auto_created: false,
                 created_ms: now,
                 last_active_ms: now,
+                epoch: crate::store::new_epoch(),
+                show_emails: cfg.rooms.show_emails,
+                user_grants: Vec::new(),
+                bans: Vec::new(),
             };
             let stored = store.create_room_if_absent(&record)?;
             if stored != record {

@@ -251,6 +251,9 @@ pub struct RoomsConfig {
     pub default_admin: Vec<String>,
     /// Longest room id, bytes. Default 128.
     pub max_room_id_len: usize,
+    /// Whether new rooms show members' emails in presence and join/leave announcements
+    /// (the seed always did). Each room keeps its own setting. Default true.
+    pub show_emails: bool,
 }
 
 /// Origin, proxies, content and the security-event log.
@@ -382,6 +385,7 @@ impl Default for RoomsConfig {
             default_write: vec!["user".into()],
             default_admin: vec!["admin".into()],
             max_room_id_len: 128,
+            show_emails: true,
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{Audit, Outcome};
 use crate::auth::Verifier;
+use crate::authz::RoleTable;
 use crate::config::Config;
 use crate::history::HistoryWriter;
 use crate::http::{self, PeerAddr, UpgradeSlot};
@@ -115,6 +116,7 @@ impl Server {
         let cfg = Arc::new(cfg);
         let state = AppState {
             verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)?),
+            roles: Arc::new(RoleTable::load(&store)?),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
             history: HistoryWriter::start(
                 store.clone(),

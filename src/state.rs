@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::Audit;
 use crate::auth::Verifier;
+use crate::authz::RoleTable;
 use crate::config::{Cidr, Config};
 use crate::history::HistoryWriter;
 use crate::hub::{Hub, Registry};
@@ -28,6 +29,8 @@ pub struct AppState {
     pub login_failures: Arc<FailureWindow>,
     pub passwords: Passwords,
     pub verifier: Arc<Verifier>,
+    /// Roles and their permissions, cached from the store.
+    pub roles: Arc<RoleTable>,
     pub audit: Audit,
     pub history: HistoryWriter,
     pub trusted_proxies: Arc<[Cidr]>,

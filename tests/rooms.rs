@@ -155,6 +155,10 @@ async fn room_policy_stored_directly_is_enforced() {
             auto_created: false,
             created_ms: 0,
             last_active_ms: 0,
+            epoch: 1,
+            show_emails: true,
+            user_grants: Vec::new(),
+            bans: Vec::new(),
         })
         .unwrap();
     st.store

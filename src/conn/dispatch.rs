@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Conn, Identity, Session};
 use crate::audit::Outcome;
 use crate::auth::{AuthError, Verified, random_hex};
-use crate::authz;
+use crate::authz::Permissions;
 use crate::hub::{JoinError, Lookup, MemberInfo};
 use crate::protocol::{
     self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, RoomLeft,
@@ -147,7 +147,9 @@ impl Conn {
         }
         let added = self.state.registry.add_keys(self.id, v.keys.clone());
         let roles = match self.is_revoked(v, &v.keys) {
-            Ok(false) => self.roles_for(v).map_err(AuthFailure::from),
+            Ok(false) => self
+                .roles_for(&v.user_id, &v.claimed_roles)
+                .map_err(AuthFailure::from),
             Ok(true) => Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked")),
             Err(e) => Err(e.into()),
         };
@@ -159,7 +161,8 @@ impl Conn {
             }
         };
         if let Session::Authenticated(identity) = &mut self.session {
-            identity.roles = roles;
+            (identity.roles, identity.permissions) = roles;
+            identity.claimed_roles = v.claimed_roles.clone();
         }
         Ok(())
     }
@@ -346,7 +349,7 @@ impl Conn {
         if self.is_revoked(v, keys)? {
             return Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked"));
         }
-        let roles = self.roles_for(v)?;
+        let (roles, permissions) = self.roles_for(&v.user_id, &v.claimed_roles)?;
         let now = now_ms();
         let email = match &resumed {
             Some(s) => s.email.clone(),
@@ -397,29 +400,37 @@ impl Conn {
                 user_id,
                 email: email.map(|e| e.as_str().into()),
                 roles,
+                permissions,
+                claimed_roles: v.claimed_roles.clone(),
                 session_id,
             },
             ws_token,
         ))
     }
 
-    /// The roles a verified token's user acts with: the default roles, the stored grants,
-    /// and the token's `roles` claim when `auth.trust_role_claims` is on. Read at `auth`
-    /// and again at every `refresh`.
-    fn roles_for(&self, v: &Verified) -> Result<Vec<String>, StoreError> {
+    /// The roles and permissions a user acts with: the default roles, the stored grants,
+    /// and the token's `roles` claim when `auth.trust_role_claims` is on; permissions from
+    /// the role table plus the user's own. Read at `auth`, at every `refresh`, and again
+    /// whenever an operator changes roles or permissions.
+    pub(super) fn roles_for(
+        &self,
+        user_id: &str,
+        claimed: &[String],
+    ) -> Result<(Vec<String>, Permissions), StoreError> {
         let cfg = &self.state.cfg.auth;
-        let grants = self.state.store.user_grants(&v.user_id)?;
+        let grants = self.state.store.user_grants(user_id)?;
         let mut roles = cfg.default_roles.clone();
         let mut extra = grants.roles;
         if cfg.trust_role_claims {
-            extra.extend(v.claimed_roles.iter().cloned());
+            extra.extend(claimed.iter().cloned());
         }
         for r in extra {
             if !roles.contains(&r) {
                 roles.push(r);
             }
         }
-        Ok(roles)
+        let permissions = self.state.roles.permissions(&roles, &grants.permissions);
+        Ok((roles, permissions))
     }
 
     /// Whether any of the token's revocation keys, or a user-wide cut-off, refuses it.
@@ -505,7 +516,7 @@ impl Conn {
             let Some(identity) = self.identity() else {
                 return;
             };
-            let grant = match authz::authorize_read(&identity.roles, &room.record) {
+            let grant = match identity.access(&room.record()).read_grant() {
                 Ok(g) => g,
                 Err(_) => {
                     self.audit_denied(&user_id, "join", room_id);
@@ -583,7 +594,7 @@ impl Conn {
             return;
         };
         let room = membership.room().clone();
-        let grant = match authz::authorize_write(&identity.roles, &room.record) {
+        let grant = match identity.access(&room.record()).write_grant() {
             Ok(g) => g,
             Err(_) => {
                 let user = identity.user_id.clone();
@@ -621,6 +632,8 @@ impl Conn {
             user_id: identity.user_id.to_string(),
             email: identity.email.as_deref().map(str::to_string),
             timestamp,
+            client_msg_id: None,
+            system: false,
         };
         // Serialised once; every member's queue gets a reference-counted clone.
         let seq = room.publish(grant, &Message::text(text));

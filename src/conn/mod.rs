@@ -26,16 +26,35 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::audit::Outcome;
 use crate::auth::random_hex;
+use crate::authz::{self, Access, Permissions, Subject};
 use crate::hub::{Admission, Membership, Outbound};
 use crate::protocol::{self, CloseCode, ErrorCode, Handshake, TokenExpiry, now_ms};
 use crate::state::AppState;
+use crate::store::RoomRecord;
 
 /// Who an authenticated connection is.
 pub struct Identity {
     pub user_id: Arc<str>,
     pub email: Option<Arc<str>>,
     pub roles: Vec<String>,
+    pub permissions: Permissions,
+    /// The token's `roles` claim, kept to recompute roles when grants change.
+    pub claimed_roles: Vec<String>,
     pub session_id: String,
+}
+
+impl Identity {
+    /// What this identity may do in a room, by the room's current definition.
+    pub fn access(&self, room: &RoomRecord) -> Access {
+        authz::access(
+            &Subject {
+                user_id: &self.user_id,
+                roles: &self.roles,
+                permissions: &self.permissions,
+            },
+            room,
+        )
+    }
 }
 
 /// Session typestate: only an authenticated connection has an identity to act with.

@@ -72,6 +72,10 @@ impl Hub {
                     auto_created: true,
                     created_ms: now,
                     last_active_ms: now,
+                    epoch: crate::store::new_epoch(),
+                    show_emails: self.cfg.show_emails,
+                    user_grants: Vec::new(),
+                    bans: Vec::new(),
                 })?
             }
             None => return Ok(Lookup::NotFound),
@@ -105,7 +109,7 @@ impl Hub {
         rooms.retain(|_, room| {
             let emptied = room.emptied_at();
             if room.retire_if_idle(cutoff_ms) {
-                out.push((room.record.clone(), emptied.unwrap_or(cutoff_ms)));
+                out.push(((*room.record()).clone(), emptied.unwrap_or(cutoff_ms)));
                 false
             } else {
                 true

@@ -5,7 +5,7 @@
 //! store call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio_tungstenite::tungstenite::Message;
 
@@ -37,7 +37,9 @@ struct State {
 /// A live room.
 pub struct Room {
     pub id: Arc<str>,
-    pub record: RoomRecord,
+    /// The room's definition and ACL. Locking rule: replaced whole when an operator
+    /// changes it; readers clone the `Arc` and let go at once.
+    record: RwLock<Arc<RoomRecord>>,
     state: Mutex<State>,
 }
 
@@ -67,8 +69,22 @@ impl Room {
                 emptied_at_ms: now_ms(),
                 retired: false,
             }),
-            record,
+            record: RwLock::new(Arc::new(record)),
         }
+    }
+
+    /// The room's current definition.
+    pub fn record(&self) -> Arc<RoomRecord> {
+        self.record
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the definition after the stored record changed. Members are re-checked
+    /// by their own connection tasks (the caller asks them to), not here.
+    pub fn set_record(&self, record: RoomRecord) {
+        *self.record.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(record);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -89,7 +105,7 @@ impl Room {
         }
         let present = st.users.contains_key(&member.user_id);
         // Capacity counts distinct users, as the seed does: a second tab always fits.
-        if !present && st.users.len() >= self.record.max_participants as usize {
+        if !present && st.users.len() >= self.record().max_participants as usize {
             return Err(JoinError::Full);
         }
         st.members.insert(member.conn_id, member.clone());

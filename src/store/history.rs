@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, codec};
 
-/// One stored chat message.
+/// One stored chat message (schema 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRecord {
     pub room_id: String,
@@ -17,6 +17,38 @@ pub struct HistoryRecord {
     pub user_id: String,
     pub email: Option<String>,
     pub timestamp: u64,
+    /// The sender's idempotency key, when it gave one.
+    pub client_msg_id: Option<String>,
+    /// Published by an application through the API rather than sent by a user.
+    pub system: bool,
+}
+
+/// The schema-1 shape, read only by the migration to schema 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct HistoryRecordV1 {
+    pub room_id: String,
+    pub seq: u64,
+    pub id: String,
+    pub content: String,
+    pub user_id: String,
+    pub email: Option<String>,
+    pub timestamp: u64,
+}
+
+impl HistoryRecordV1 {
+    pub(super) fn upgrade(self) -> HistoryRecord {
+        HistoryRecord {
+            room_id: self.room_id,
+            seq: self.seq,
+            id: self.id,
+            content: self.content,
+            user_id: self.user_id,
+            email: self.email,
+            timestamp: self.timestamp,
+            client_msg_id: None,
+            system: false,
+        }
+    }
 }
 
 fn prefix(room_id: &str) -> Vec<u8> {

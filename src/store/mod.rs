@@ -16,6 +16,7 @@
 //! - `username_account`: username => [`AccountRecord`]
 //! - `refreshdigest_refresh`: hex SHA-256 of a refresh token => [`RefreshRecord`]
 //! - `familyid_family`: refresh family id => [`FamilyRecord`]
+//! - `rolename_role`: role name => [`RoleRecord`] (schema 2)
 
 mod accounts;
 pub mod codec;
@@ -23,6 +24,7 @@ mod events;
 mod history;
 mod refresh;
 mod revocations;
+mod roles;
 mod rooms;
 mod sessions;
 mod users;
@@ -34,7 +36,8 @@ pub use events::{EventFilter, EventRecord};
 pub use history::HistoryRecord;
 pub use refresh::{FamilyRecord, RefreshRecord, RefreshUse};
 pub use revocations::Revocation;
-pub use rooms::RoomRecord;
+pub use roles::RoleRecord;
+pub use rooms::{RoomRecord, RoomUserGrant, new_epoch};
 pub use sessions::SessionRecord;
 pub use users::UserGrants;
 
@@ -44,7 +47,7 @@ use crate::config::StoreConfig;
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Schema version written by this build. Bump with a numbered step in `migrate`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Store failures. The public text says what to do; causes go to the log once.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,7 @@ pub struct Store {
     accounts: sled::Tree,
     refresh: sled::Tree,
     families: sled::Tree,
+    roles: sled::Tree,
 }
 
 impl Store {
@@ -129,6 +133,7 @@ impl Store {
             accounts: tree("username_account")?,
             refresh: tree("refreshdigest_refresh")?,
             families: tree("familyid_family")?,
+            roles: tree("rolename_role")?,
             db,
         };
         store.migrate(&shown)?;
@@ -155,10 +160,47 @@ impl Store {
         }
         // Numbered steps: step N upgrades a version N-1 database to N. Version 0 is a
         // fresh database, and version 1 is the first layout, so there is nothing to move.
+        // Each step's writes are flushed before the version that records them, so a
+        // crash mid-migration reruns the step (every step is idempotent).
         let mut version = found;
         while version < SCHEMA_VERSION {
             version += 1;
+            if version == 2 {
+                self.migrate_to_2()?;
+            }
+            self.db.flush()?;
             self.meta.insert("schema_version", &version.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Schema 2: rooms gain an epoch, an email policy, per-user grants and bans; history
+    /// entries gain a client message id and a system flag; the built-in roles appear.
+    fn migrate_to_2(&self) -> Result<(), StoreError> {
+        for item in self.rooms.iter() {
+            let (k, v) = item?;
+            // A rerun after a crash finds some records already in the new shape.
+            if codec::decode::<RoomRecord>(&v).is_ok() {
+                continue;
+            }
+            let old: rooms::RoomRecordV1 = codec::decode(&v)?;
+            // Schema 1 sent emails in join announcements; keep that for existing rooms.
+            self.rooms
+                .insert(k, codec::encode(&old.upgrade(new_epoch(), true))?)?;
+        }
+        for item in self.history.iter() {
+            let (k, v) = item?;
+            if codec::decode::<HistoryRecord>(&v).is_ok() {
+                continue;
+            }
+            let old: history::HistoryRecordV1 = codec::decode(&v)?;
+            self.history.insert(k, codec::encode(&old.upgrade())?)?;
+        }
+        for role in crate::authz::builtin_roles() {
+            if self.role(&role.name)?.is_none() {
+                self.put_role(&role)?;
+            }
         }
         Ok(())
     }
@@ -205,4 +247,70 @@ fn open_error(path: &str, e: sled::Error) -> StoreError {
 
 fn u64_from(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema-1 database (records in their first shape) opens as schema 2 with every
+    /// record readable, rooms given an epoch, and the built-in roles present.
+    #[test]
+    fn schema_1_database_migrates_to_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig::default();
+        {
+            let s = Store::open(dir.path(), &cfg).unwrap();
+            s.rooms.clear().unwrap();
+            s.history.clear().unwrap();
+            s.roles.clear().unwrap();
+            let room = rooms::RoomRecordV1 {
+                id: "ops".into(),
+                name: "Ops".into(),
+                kind: "chat".into(),
+                read: vec!["user".into()],
+                write: vec!["user".into()],
+                admin: vec!["admin".into()],
+                max_participants: 5,
+                auto_created: false,
+                created_ms: 1,
+                last_active_ms: 2,
+            };
+            s.rooms
+                .insert("ops", codec::encode(&room).unwrap())
+                .unwrap();
+            for seq in 1..=3u64 {
+                let h = history::HistoryRecordV1 {
+                    room_id: "ops".into(),
+                    seq,
+                    id: format!("m{seq}"),
+                    content: format!("hello {seq}"),
+                    user_id: "alice".into(),
+                    email: None,
+                    timestamp: seq,
+                };
+                let mut key = b"ops\xff".to_vec();
+                key.extend_from_slice(&seq.to_be_bytes());
+                s.history.insert(key, codec::encode(&h).unwrap()).unwrap();
+            }
+            s.set_schema_version_for_tests(1).unwrap();
+            s.flush_blocking().unwrap();
+        }
+        let s = Store::open(dir.path(), &cfg).unwrap();
+        let room = s.room("ops").unwrap().unwrap();
+        assert_eq!(room.max_participants, 5);
+        assert!(room.epoch != 0 && room.show_emails && room.bans.is_empty());
+        let history = s.history("ops").unwrap();
+        let seqs: Vec<u64> = history.iter().map(|h| h.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(
+            history
+                .iter()
+                .all(|h| h.client_msg_id.is_none() && !h.system)
+        );
+        let names: Vec<String> = s.roles().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, vec!["admin", "moderator", "user"]);
+        let version = s.meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(version.as_ref(), &SCHEMA_VERSION.to_be_bytes());
+    }
 }
