@@ -272,8 +272,17 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
                 return Err(AdminError::Invalid("user id must be 1-256 bytes".into()));
             }
             check_roles("roles", &roles)?;
-            let g = store.set_user_roles(&user_id, roles, now)?;
-            store.flush().await?;
+            // Live, the change reaches the user's open sockets at once.
+            let g = match &target {
+                Target::Live(state) => {
+                    crate::policy::set_user_roles(state, &user_id, roles).await?
+                }
+                Target::Offline { .. } => {
+                    let g = store.set_user_roles(&user_id, roles, now)?;
+                    store.flush().await?;
+                    g
+                }
+            };
             target.record("roles_changed", Some(&user_id), &[]);
             Ok(json!({ "userId": user_id, "roles": g.roles }))
         }

@@ -254,6 +254,8 @@ pub struct RoomsConfig {
     /// Whether new rooms show members' emails in presence and join/leave announcements
     /// (the seed always did). Each room keeps its own setting. Default true.
     pub show_emails: bool,
+    /// Longest role list, per-user grant list or ban list one room may hold. Default 256.
+    pub max_acl_entries: usize,
 }
 
 /// Origin, proxies, content and the security-event log.
@@ -386,6 +388,7 @@ impl Default for RoomsConfig {
             default_admin: vec!["admin".into()],
             max_room_id_len: 128,
             show_emails: true,
+            max_acl_entries: 256,
         }
     }
 }
@@ -675,6 +678,9 @@ impl Config {
                 "rooms.default_type: {:?} is not one of {ROOM_TYPES:?}",
                 rooms.default_type
             ));
+        }
+        if rooms.max_acl_entries == 0 || rooms.max_acl_entries > 10_000 {
+            p.push("rooms.max_acl_entries must be between 1 and 10000".into());
         }
         if rooms.max_room_id_len == 0 || rooms.max_room_id_len > 1024 {
             p.push("rooms.max_room_id_len must be between 1 and 1024".into());

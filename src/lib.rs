@@ -22,6 +22,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod passwords;
+pub mod policy;
 pub mod protocol;
 pub mod ratelimit;
 pub mod secrets;

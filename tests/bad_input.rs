@@ -107,6 +107,51 @@ fn cases() -> Vec<Case> {
             "Unknown message type",
         ),
         field_case(
+            "presence without roomId",
+            r#"{"type":"presence","data":{},"timestamp":1}"#,
+            "roomId",
+        ),
+        field_case(
+            "kick naming nobody",
+            r#"{"type":"kick","data":{"roomId":"r"},"timestamp":1}"#,
+            "connectionId",
+        ),
+        field_case(
+            "kick naming a user and a connection",
+            r#"{"type":"kick","data":{"roomId":"r","userId":"u","connectionId":"c"},"timestamp":1}"#,
+            "userId",
+        ),
+        field_case(
+            "kick banning a connection",
+            r#"{"type":"kick","data":{"roomId":"r","connectionId":"c","ban":true},"timestamp":1}"#,
+            "ban",
+        ),
+        field_case(
+            "kick with a string ban",
+            r#"{"type":"kick","data":{"roomId":"r","userId":"u","ban":"yes"},"timestamp":1}"#,
+            "ban",
+        ),
+        field_case(
+            "room_acl with a non-list read",
+            r#"{"type":"room_acl","data":{"roomId":"r","read":"user"},"timestamp":1}"#,
+            "read",
+        ),
+        field_case(
+            "room_acl with a numeric role",
+            r#"{"type":"room_acl","data":{"roomId":"r","write":[1]},"timestamp":1}"#,
+            "write",
+        ),
+        field_case(
+            "room_acl grant without userId",
+            r#"{"type":"room_acl","data":{"roomId":"r","grant":{"read":true}},"timestamp":1}"#,
+            "grant",
+        ),
+        field_case(
+            "room_acl with an empty ban",
+            r#"{"type":"room_acl","data":{"roomId":"r","ban":""},"timestamp":1}"#,
+            "ban",
+        ),
+        field_case(
             "join without roomId",
             r#"{"type":"join","data":{},"timestamp":1}"#,
             "roomId",

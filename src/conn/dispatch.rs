@@ -32,7 +32,7 @@ impl From<StoreError> for AuthFailure {
 }
 
 impl Conn {
-    fn identity(&self) -> Option<&Identity> {
+    pub(super) fn identity(&self) -> Option<&Identity> {
         match &self.session {
             Session::Authenticated(id) => Some(id),
             Session::Pending(_) => None,
@@ -72,6 +72,13 @@ impl Conn {
             ClientFrame::Leave { room_id } => self.on_leave(&room_id),
             ClientFrame::Message { room_id, content } => self.on_message(&room_id, &content).await,
             ClientFrame::Refresh { token } => self.on_refresh(&token).await,
+            ClientFrame::Presence { room_id } => self.on_presence(&room_id),
+            ClientFrame::Kick {
+                room_id,
+                target,
+                ban,
+            } => self.on_kick(&room_id, target, ban).await,
+            ClientFrame::RoomAcl { room_id, change } => self.on_room_acl(&room_id, change).await,
             ClientFrame::Heartbeat => {
                 self.out.send_text(protocol::encode(
                     "heartbeat_response",
@@ -453,7 +460,7 @@ impl Conn {
         Ok(v.issued_at.saturating_mul(1000) <= cutoff)
     }
 
-    fn valid_room_id(&self, room_id: &str) -> bool {
+    pub(super) fn valid_room_id(&self, room_id: &str) -> bool {
         !room_id.is_empty()
             && room_id.len() <= self.state.cfg.rooms.max_room_id_len
             && room_id
@@ -479,6 +486,7 @@ impl Conn {
             self.error_with(ErrorCode::JoinRateLimited, None, Some(room_id), Some(wait));
             return;
         }
+        self.drop_if_kicked(room_id);
         if let Some(existing) = self.rooms.get(room_id) {
             // Joining twice is harmless: answer as the first time, announce nothing.
             let participants = existing.room().participants();
@@ -529,8 +537,11 @@ impl Conn {
                     return;
                 }
             };
+            let access = identity.access(&room.record());
             let member = MemberInfo {
                 conn_id: self.id,
+                connection_id: self.connection_id.as_str().into(),
+                joined_ms: now_ms(),
                 user_id: user_id.clone(),
                 email: identity.email.clone(),
                 out: self.out.clone(),
@@ -538,6 +549,7 @@ impl Conn {
             match room.join(grant, member) {
                 Ok(membership) => {
                     self.rooms.insert(room_id.to_string(), membership);
+                    self.room_access.insert(room_id.to_string(), access);
                     self.state.audit.record(
                         "room_join",
                         Some(&user_id),
@@ -556,7 +568,7 @@ impl Conn {
         self.error(ErrorCode::Internal);
     }
 
-    fn audit_denied(&self, user_id: &str, action: &str, room_id: &str) {
+    pub(super) fn audit_denied(&self, user_id: &str, action: &str, room_id: &str) {
         self.state.audit.record(
             "permission_denied",
             Some(user_id),
@@ -570,17 +582,24 @@ impl Conn {
             self.error(ErrorCode::InvalidRoomId);
             return;
         }
+        self.room_access.remove(room_id);
         match self.rooms.remove(room_id) {
             Some(membership) => {
                 membership.leave();
-                self.out
-                    .send_text(protocol::encode("room_left", &RoomLeft { room_id }));
+                self.out.send_text(protocol::encode(
+                    "room_left",
+                    &RoomLeft {
+                        room_id,
+                        reason: None,
+                    },
+                ));
             }
             None => self.error_with(ErrorCode::NotMember, None, Some(room_id), None),
         }
     }
 
     async fn on_message(&mut self, room_id: &str, content: &str) {
+        self.drop_if_kicked(room_id);
         let Some(identity) = self.identity() else {
             return;
         };

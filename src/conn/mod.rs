@@ -9,6 +9,7 @@
 //! connection: everything it sends elsewhere goes through `Outbound::send` (`try_send`).
 
 mod dispatch;
+mod moderation;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -73,6 +74,8 @@ struct Conn {
     out: Outbound,
     session: Session,
     rooms: HashMap<String, Membership>,
+    /// The rights last told to the client per room, to announce only changes.
+    room_access: HashMap<String, Access>,
     /// `exp` of the token the connection lives on (seconds); 0 before `auth`.
     token_expires_at: u64,
     /// Set by `auth` and `refresh`; the run loop re-arms its token timers from it.
@@ -111,6 +114,7 @@ where
         out,
         session: Session::Pending(admission),
         rooms: HashMap::new(),
+        room_access: HashMap::new(),
         token_expires_at: 0,
         token_timers: None,
         state,
@@ -142,6 +146,7 @@ where
             biased;
             code = control.wait() => break Some(code),
             _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
+            _ = control.recheck_requested() => conn.reevaluate(),
             incoming = stream.next() => {
                 let msg = match incoming {
                     None => break None,

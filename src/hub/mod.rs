@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use outbound::{Control, Outbound};
 pub use registry::{Admission, Registration, Registry};
-pub use room::{Departure, JoinError, MemberInfo, Membership, Room};
+pub use room::{Departure, JoinError, KickTarget, MemberInfo, Membership, Room};
 
 use crate::config::RoomsConfig;
 use crate::protocol::now_ms;

@@ -11,12 +11,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::CloseCode;
 
-/// A request to close, observed by the connection task.
+/// A request to close, or to re-check permissions, observed by the connection task.
 #[derive(Default)]
 pub struct Control {
     /// The first close requested wins. Locked only to read or set the code; no await inside.
     code: Mutex<Option<CloseCode>>,
     notify: Notify,
+    /// Rights may have changed (roles, a role's permissions, a room's ACL): the task
+    /// re-reads them. Requests made while one is pending merge into it.
+    recheck: Notify,
 }
 
 impl Control {
@@ -34,6 +37,18 @@ impl Control {
     /// The requested close code, if any.
     pub fn requested(&self) -> Option<CloseCode> {
         *self.code.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the connection to re-evaluate its roles and room rights.
+    pub fn recheck(&self) {
+        // notify_one keeps one permit when the task is busy, so no request is lost and
+        // a burst of changes costs one re-evaluation.
+        self.recheck.notify_one();
+    }
+
+    /// Resolves when a re-check has been requested.
+    pub async fn recheck_requested(&self) {
+        self.recheck.notified().await
     }
 
     /// Resolves when a close has been requested.
@@ -90,5 +105,10 @@ impl Outbound {
     /// Asks the connection to close.
     pub fn close(&self, code: CloseCode) {
         self.control.close(code)
+    }
+
+    /// Asks the connection to re-evaluate its rights.
+    pub fn recheck(&self) {
+        self.control.recheck()
     }
 }

@@ -173,6 +173,30 @@ impl Registry {
         n
     }
 
+    /// Asks every connection of `user` to re-evaluate its rights; returns how many.
+    pub fn recheck_user(&self, user: &str) -> usize {
+        let inner = self.lock();
+        let ids = inner
+            .by_user
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(e) = inner.conns.get(id) {
+                e.out.recheck();
+            }
+        }
+        ids.len()
+    }
+
+    /// Asks every authenticated connection to re-evaluate its rights (a role's
+    /// permissions changed, which may touch anyone).
+    pub fn recheck_all(&self) {
+        for e in self.lock().conns.values().filter(|e| e.user.is_some()) {
+            e.out.recheck();
+        }
+    }
+
     /// Closes every connection.
     pub fn close_all(&self, code: CloseCode) {
         for e in self.lock().conns.values() {

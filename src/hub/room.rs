@@ -11,15 +11,18 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::outbound::Outbound;
 use crate::authz::{ReadGrant, WriteGrant};
-use crate::protocol::{self, RoomJoined, UserPresence, now_ms};
+use crate::protocol::{self, PresenceMember, RoomJoined, RoomLeft, UserPresence, now_ms};
 use crate::store::RoomRecord;
 
 /// Who a connection is, as the room needs it.
 #[derive(Clone)]
 pub struct MemberInfo {
     pub conn_id: u64,
+    /// The connection id the client saw in `handshake` (what a room admin kicks by).
+    pub connection_id: Arc<str>,
     pub user_id: Arc<str>,
     pub email: Option<Arc<str>>,
+    pub joined_ms: u64,
     pub out: Outbound,
 }
 
@@ -53,8 +56,17 @@ pub enum JoinError {
 /// How a member left, which decides the frame the others see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Departure {
+    /// Asked to leave, or was taken out by the server (kick, lost rights): `user_left`.
     Left,
     Disconnected,
+}
+
+/// Which connections a kick takes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KickTarget {
+    User(String),
+    Connection(String),
+    Everyone,
 }
 
 impl Room {
@@ -111,11 +123,12 @@ impl Room {
         st.members.insert(member.conn_id, member.clone());
         *st.users.entry(member.user_id.clone()).or_insert(0) += 1;
         if !present {
+            let show = self.record().show_emails;
             let frame = Message::text(protocol::encode(
                 "user_joined",
                 &UserPresence {
                     user_id: &member.user_id,
-                    email: member.email.as_deref(),
+                    email: member.email.as_deref().filter(|_| show),
                     room_id: &self.id,
                 },
             ));
@@ -146,6 +159,80 @@ impl Room {
 
     fn remove(&self, conn_id: u64, departure: Departure) {
         let mut st = self.lock();
+        self.remove_locked(&mut st, conn_id, departure);
+    }
+
+    /// Takes matching connections out of the room: each gets `room_left {roomId,
+    /// reason}` and the others see `user_left` for every user with no connection left.
+    /// The connections' own `Membership` guards become no-ops; they notice on their next
+    /// re-check (which the caller requests). Returns how many connections went.
+    pub fn kick(&self, target: &KickTarget, reason: &str) -> usize {
+        let mut st = self.lock();
+        let ids: Vec<u64> = st
+            .members
+            .values()
+            .filter(|m| match target {
+                KickTarget::User(u) => *m.user_id == **u,
+                KickTarget::Connection(c) => *m.connection_id == **c,
+                KickTarget::Everyone => true,
+            })
+            .map(|m| m.conn_id)
+            .collect();
+        let frame = protocol::encode(
+            "room_left",
+            &RoomLeft {
+                room_id: &self.id,
+                reason: Some(reason),
+            },
+        );
+        for id in &ids {
+            if let Some(m) = st.members.get(id) {
+                m.out.send_text(frame.clone());
+                m.out.recheck();
+            }
+            self.remove_locked(&mut st, *id, Departure::Left);
+        }
+        ids.len()
+    }
+
+    /// Whether the connection is (still) a member: a kick may have taken it out.
+    pub fn has_member(&self, conn_id: u64) -> bool {
+        self.lock().members.contains_key(&conn_id)
+    }
+
+    /// Asks every member's connection to re-evaluate its rights here.
+    pub fn recheck_members(&self) {
+        for m in self.lock().members.values() {
+            m.out.recheck();
+        }
+    }
+
+    /// The members aggregated by user, earliest joiners first. Emails only when the
+    /// room's policy shows them.
+    pub fn presence(&self) -> Vec<PresenceMember> {
+        let show = self.record().show_emails;
+        let st = self.lock();
+        let mut by_user: HashMap<&str, PresenceMember> = HashMap::new();
+        for m in st.members.values() {
+            let e = by_user.entry(&m.user_id).or_insert_with(|| PresenceMember {
+                user_id: m.user_id.to_string(),
+                email: None,
+                connections: 0,
+                joined_at: m.joined_ms,
+            });
+            e.connections += 1;
+            e.joined_at = e.joined_at.min(m.joined_ms);
+            if show && e.email.is_none() {
+                e.email = m.email.as_deref().map(str::to_string);
+            }
+        }
+        let mut out: Vec<PresenceMember> = by_user.into_values().collect();
+        drop(st);
+        out.sort_by(|a, b| (a.joined_at, &a.user_id).cmp(&(b.joined_at, &b.user_id)));
+        out
+    }
+
+    fn remove_locked(&self, st: &mut State, conn_id: u64, departure: Departure) {
         let Some(member) = st.members.remove(&conn_id) else {
             return;
         };
@@ -164,15 +251,16 @@ impl Room {
                 Departure::Left => "user_left",
                 Departure::Disconnected => "user_disconnected",
             };
+            let show = self.record().show_emails;
             let frame = Message::text(protocol::encode(
                 kind,
                 &UserPresence {
                     user_id: &member.user_id,
-                    email: member.email.as_deref(),
+                    email: member.email.as_deref().filter(|_| show),
                     room_id: &self.id,
                 },
             ));
-            fan_out(&st, &frame, None);
+            fan_out(st, &frame, None);
         }
         if st.members.is_empty() {
             st.emptied_at_ms = now_ms();

@@ -26,6 +26,45 @@ pub enum ClientFrame {
     Heartbeat,
     /// `refresh {token}`: a new access token for the same user, on a live connection.
     Refresh { token: String },
+    /// `presence {roomId}`: who is in the room.
+    Presence { room_id: String },
+    /// `kick {roomId, userId | connectionId, ban?}`: a room admin takes connections out.
+    Kick {
+        room_id: String,
+        target: KickWho,
+        ban: bool,
+    },
+    /// `room_acl {roomId, ...changes}`: a room admin reads or changes the room's ACL.
+    RoomAcl { room_id: String, change: AclChange },
+}
+
+/// Whom a `kick` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KickWho {
+    User(String),
+    Connection(String),
+}
+
+/// The changes a `room_acl` frame asks for; every part optional (none reads the ACL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclChange {
+    pub read: Option<Vec<String>>,
+    pub write: Option<Vec<String>>,
+    pub admin: Option<Vec<String>>,
+    pub show_emails: Option<bool>,
+    /// `grant {userId, read, write, admin}`: sets one user's own rights.
+    pub grant: Option<(String, bool, bool, bool)>,
+    /// `revokeGrant userId`: removes one user's own rights.
+    pub revoke_grant: Option<String>,
+    pub ban: Option<String>,
+    pub unban: Option<String>,
+}
+
+impl AclChange {
+    /// Whether the frame changes anything.
+    pub fn is_empty(&self) -> bool {
+        *self == AclChange::default()
+    }
 }
 
 impl ClientFrame {
@@ -38,6 +77,9 @@ impl ClientFrame {
             ClientFrame::Message { .. } => "message",
             ClientFrame::Heartbeat => "heartbeat",
             ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Presence { .. } => "presence",
+            ClientFrame::Kick { .. } => "kick",
+            ClientFrame::RoomAcl { .. } => "room_acl",
         }
     }
 }
@@ -114,7 +156,94 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
             }
             Some(_) => Err(DecodeError::field("token")),
         },
+        "presence" => Ok(ClientFrame::Presence {
+            room_id: string_field(&mut data, "roomId")?,
+        }),
+        "kick" => {
+            let room_id = string_field(&mut data, "roomId")?;
+            let target = match (data.remove("userId"), data.remove("connectionId")) {
+                (Some(Value::String(u)), None) if !u.is_empty() => KickWho::User(u),
+                (None, Some(Value::String(c))) if !c.is_empty() => KickWho::Connection(c),
+                (Some(_), _) => return Err(DecodeError::field("userId")),
+                (None, _) => return Err(DecodeError::field("connectionId")),
+            };
+            let ban = opt_bool(&mut data, "ban")?.unwrap_or(false);
+            if ban && matches!(target, KickWho::Connection(_)) {
+                return Err(DecodeError::field("ban"));
+            }
+            Ok(ClientFrame::Kick {
+                room_id,
+                target,
+                ban,
+            })
+        }
+        "room_acl" => {
+            let room_id = string_field(&mut data, "roomId")?;
+            let grant = match data.remove("grant") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(mut g)) => Some((
+                    string_field(&mut g, "userId").map_err(|_| DecodeError::field("grant"))?,
+                    opt_bool(&mut g, "read")?.unwrap_or(false),
+                    opt_bool(&mut g, "write")?.unwrap_or(false),
+                    opt_bool(&mut g, "admin")?.unwrap_or(false),
+                )),
+                Some(_) => return Err(DecodeError::field("grant")),
+            };
+            Ok(ClientFrame::RoomAcl {
+                room_id,
+                change: AclChange {
+                    read: opt_strings(&mut data, "read")?,
+                    write: opt_strings(&mut data, "write")?,
+                    admin: opt_strings(&mut data, "admin")?,
+                    show_emails: opt_bool(&mut data, "showEmails")?,
+                    grant,
+                    revoke_grant: opt_string(&mut data, "revokeGrant")?,
+                    ban: opt_string(&mut data, "ban")?,
+                    unban: opt_string(&mut data, "unban")?,
+                },
+            })
+        }
         _ => Err(DecodeError::code(ErrorCode::UnknownType)),
+    }
+}
+
+fn opt_bool(
+    data: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<bool>, DecodeError> {
+    match data.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(DecodeError::field(name)),
+    }
+}
+
+fn opt_string(
+    data: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, DecodeError> {
+    match data.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        Some(_) => Err(DecodeError::field(name)),
+    }
+}
+
+fn opt_strings(
+    data: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<Vec<String>>, DecodeError> {
+    match data.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(DecodeError::field(name)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(DecodeError::field(name)),
     }
 }
 
@@ -231,6 +360,73 @@ pub struct RoomJoined<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct RoomLeft<'a> {
     pub room_id: &'a str,
+    /// Why the server took the connection out (`kicked`, `banned`,
+    /// `permission_revoked`, `room_deleted`); absent after the client's own `leave`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// `permissions_updated {roomId, read, write, admin}`: the connection's rights in a room
+/// it is in changed while it stayed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionsUpdated<'a> {
+    pub room_id: &'a str,
+    pub read: bool,
+    pub write: bool,
+    pub admin: bool,
+}
+
+/// `kicked {roomId, count, banned}`: the answer to a room admin's `kick`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Kicked<'a> {
+    pub room_id: &'a str,
+    pub count: usize,
+    pub banned: bool,
+}
+
+/// `room_acl {...}`: a room's ACL, the answer to `room_acl`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomAclView<'a> {
+    pub room_id: &'a str,
+    pub read: &'a [String],
+    pub write: &'a [String],
+    pub admin: &'a [String],
+    pub show_emails: bool,
+    pub user_grants: Vec<UserGrantView<'a>>,
+    pub bans: &'a [String],
+}
+
+/// One user's own rights in a room.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserGrantView<'a> {
+    pub user_id: &'a str,
+    pub read: bool,
+    pub write: bool,
+    pub admin: bool,
+}
+
+/// One user in a `presence` answer: connections aggregated by user.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceMember {
+    pub user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub connections: u32,
+    /// When the user's earliest connection still in the room joined (ms).
+    pub joined_at: u64,
+}
+
+/// `presence {roomId, members}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presence<'a> {
+    pub room_id: &'a str,
+    pub members: Vec<PresenceMember>,
 }
 
 /// `user_joined`, `user_left`, `user_disconnected {userId, email, roomId}`.
