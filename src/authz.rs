@@ -14,7 +14,7 @@ use crate::store::{RoleRecord, RoomRecord, Store, StoreError};
 /// A global permission. Every admin action checks one of these, never a role name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Permission {
-    /// Create rooms (over the API, or by joining an unknown room when auto-create is on).
+    /// Create rooms through the API (auto-creation on join follows `rooms.auto_create`).
     RoomsCreate,
     /// Administer every room: ACLs, kicks, bans, deletion, history.
     RoomsAdmin,
