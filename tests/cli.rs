@@ -343,9 +343,12 @@ async fn commands_work_through_the_control_socket_of_a_running_server() {
     let err = cli_fails(dir, &["events", "--since", "2w"]).await;
     assert!(err.contains("--since"), "{err}");
 
-    // Roles changed while running apply to the next auth.
+    // Roles changed while running apply at once: dave's open socket hears its new rights
+    // in the room it is in (admin carries rooms:admin), and a new auth reports them.
     let r = cli_json(dir, &["user", "roles", "dave", "--set", "user,admin"]).await;
     assert_eq!(r["roles"], json!(["user", "admin"]));
+    let upd = dave.expect("permissions_updated").await;
+    assert_eq!(upd["data"]["admin"], true);
     let mut dave2 = connect(&b).await;
     let ok = dave2.auth(&token("dave")).await;
     assert_eq!(roles(&ok), ["user", "admin"]);
@@ -367,8 +370,11 @@ async fn commands_work_through_the_control_socket_of_a_running_server() {
     let err = cli_fails(dir, &["room", "create", "x", "--type", "party"]).await;
     assert!(err.contains("party"), "{err}");
     dave2.join("ops").await;
-    dave.send("join", json!({"roomId": "ops"})).await;
-    dave.expect_error("insufficient_permissions").await;
+    dave.join("ops").await;
+    let mut gus = connect(&b).await;
+    gus.auth(&token("gus")).await;
+    gus.send("join", json!({"roomId": "ops"})).await;
+    gus.expect_error("insufficient_permissions").await;
 
     // Revocations close live sockets.
     let erin_token = token_jti("erin", "erin-jti");
