@@ -51,6 +51,20 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub security: SecurityConfig,
     pub store: StoreConfig,
+    pub tls: TlsConfig,
+}
+
+/// Built-in TLS (`wss://`). Off unless both files are set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Unset: plain HTTP.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the certificate.
+    pub key_file: Option<PathBuf>,
+    /// How often to look for changed certificate files, seconds; 0 reloads only on
+    /// SIGHUP. Default 10.
+    pub reload_check_secs: u64,
 }
 
 /// Token verification and sessions.
@@ -313,6 +327,17 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             security: SecurityConfig::default(),
             store: StoreConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            reload_check_secs: 10,
         }
     }
 }
@@ -531,6 +556,12 @@ impl Config {
     /// Every semantic problem with this configuration.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            p.push("tls.cert_file and tls.key_file must be set together".into());
+        }
+        if self.tls.reload_check_secs > 86_400 {
+            p.push("tls.reload_check_secs must be at most 86400".into());
+        }
         if self.listen.parse::<SocketAddr>().is_err() {
             p.push(format!(
                 "listen: {:?} is not an address like 127.0.0.1:8080",

@@ -30,3 +30,4 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod sweeper;
+pub mod tls;

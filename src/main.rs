@@ -208,19 +208,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let server = Server::start(cfg, listener).await?;
     // A stable line on stdout so scripts and tests learn the port when listening on :0.
-    println!("roomgate listening on http://{}", server.local_addr());
+    let scheme = if server.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("roomgate listening on {scheme}://{}", server.local_addr());
     tracing::info!(addr = %server.local_addr(), "serving");
-    signals.wait().await;
+    signals.wait_for_stop(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// SIGTERM and SIGINT, caught from the moment they are installed.
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload the TLS certificate), caught from the
+/// moment they are installed.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -229,13 +236,21 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+    /// Returns on SIGTERM or SIGINT; reloads the certificate on each SIGHUP meanwhile.
+    async fn wait_for_stop(mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => match server.reload_tls() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the current certificate"),
+                },
+            }
         }
     }
 }

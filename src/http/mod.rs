@@ -31,6 +31,10 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Marks a request that arrived over roomgate's own TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
 /// The connection's upgrade handle, moved into a cloneable slot by the accept loop so a
 /// filter can take it.
 #[derive(Clone, Default)]
@@ -176,6 +180,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::ext::optional::<UpgradeSlot>())
+        .and(warp::ext::optional::<Secure>())
         .and_then(ws_upgrade);
     health
         .or(ws)
@@ -250,6 +255,7 @@ async fn ws_upgrade(
     headers: HeaderMap,
     peer: Option<PeerAddr>,
     slot: Option<UpgradeSlot>,
+    secure: Option<Secure>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
     let refuse = |e: HttpError| Err(warp::reject::custom(Refused(e)));
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -287,7 +293,7 @@ async fn ws_upgrade(
             return refuse(HttpError::OriginNotAllowed);
         }
     }
-    if sec.require_tls {
+    if sec.require_tls && secure.is_none() {
         let from_proxy = state.trusted_proxies.iter().any(|c| c.contains(peer_ip));
         let https = from_proxy
             && header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));

@@ -321,7 +321,10 @@ impl Binary {
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
-                if let Some(rest) = line.strip_prefix("roomgate listening on http://") {
+                if let Some(rest) = line
+                    .strip_prefix("roomgate listening on http://")
+                    .or_else(|| line.strip_prefix("roomgate listening on https://"))
+                {
                     return rest.parse::<SocketAddr>().expect("address");
                 }
             }
