@@ -215,6 +215,18 @@ pub struct ConnectionConfig {
     pub max_connections_per_user: usize,
     /// Rooms one socket may be in at once. Default 100.
     pub max_rooms_per_connection: usize,
+    /// Open TCP connections in total (HTTP and WebSocket); more are closed at once.
+    /// Keep it under the process's open-file limit. Default 10000.
+    pub max_connections: usize,
+    /// Open TCP connections per client address (IPv6 by /64); trusted proxies are
+    /// exempt. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers (and finish a TLS handshake)
+    /// before it is dropped. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Largest request head (request line and headers), bytes; larger get 431. At
+    /// least 8192. Default 16384.
+    pub max_header_bytes: usize,
 }
 
 /// One limiter: `points` actions per `duration_secs`, as a burst that refills evenly.
@@ -375,6 +387,10 @@ impl Default for ConnectionConfig {
             max_unauthenticated_per_ip: 64,
             max_connections_per_user: 32,
             max_rooms_per_connection: 100,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            header_read_timeout_secs: 10,
+            max_header_bytes: 16_384,
         }
     }
 }
@@ -673,6 +689,12 @@ impl Config {
         if c.max_frame_bytes < 1024 {
             p.push("connection.max_frame_bytes must be at least 1024".into());
         }
+        if c.header_read_timeout_secs == 0 || c.header_read_timeout_secs > 300 {
+            p.push("connection.header_read_timeout_secs must be between 1 and 300".into());
+        }
+        if c.max_header_bytes < 8192 || c.max_header_bytes > 1 << 20 {
+            p.push("connection.max_header_bytes must be between 8192 and 1048576".into());
+        }
         if c.max_json_depth < 2 {
             p.push("connection.max_json_depth must be at least 2".into());
         }
@@ -681,6 +703,8 @@ impl Config {
             ("max_unauthenticated_per_ip", c.max_unauthenticated_per_ip),
             ("max_connections_per_user", c.max_connections_per_user),
             ("max_rooms_per_connection", c.max_rooms_per_connection),
+            ("max_connections", c.max_connections),
+            ("max_connections_per_ip", c.max_connections_per_ip),
         ] {
             if v == 0 {
                 p.push(format!("connection.{name} must be positive"));

@@ -7,6 +7,7 @@
 //! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
 //! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.
 
+pub mod accept;
 pub mod accounts;
 pub mod admin;
 pub mod audit;

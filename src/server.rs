@@ -1,19 +1,14 @@
-//! Server lifecycle: open the store, build `AppState`, serve HTTP/WebSocket from our own
-//! accept loop (hyper-util with a header-read timeout, upgrades, and the peer address put
-//! into each request; TLS through tokio-rustls when configured), run the control socket
-//! and the sweeper, and shut down in a written order: stop accepting, close every socket with 1001, wait for connection
-//! tasks (bounded by `shutdown_deadline_secs`), drain the history and audit writers,
-//! flush the store last. Nothing here handles protocol frames.
+//! Server lifecycle: open the store, build `AppState`, start the accept loop
+//! (`accept.rs`: connection caps, TLS, HTTP/1.1 with upgrades), the certificate watcher,
+//! the control socket and the sweeper, and shut down in a written order: stop accepting,
+//! close every socket with 1001, wait for connection tasks (bounded by
+//! `shutdown_deadline_secs`), drain the history and audit writers, flush the store last.
+//! Nothing here handles protocol frames.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::Service;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +19,6 @@ use crate::auth::Verifier;
 use crate::authz::RoleTable;
 use crate::config::Config;
 use crate::history::HistoryWriter;
-use crate::http::{self, PeerAddr, Secure, UpgradeSlot};
 use crate::hub::{Hub, Registry};
 use crate::passwords::{PasswordError, Passwords};
 use crate::protocol::CloseCode;
@@ -34,11 +28,7 @@ use crate::secrets::{self, SecretsError};
 use crate::state::AppState;
 use crate::store::{AccountRecord, Store, StoreError};
 use crate::tls::Tls;
-use crate::{control, sweeper};
-use warp::filters::BoxedFilter;
-
-/// Header-read timeout for HTTP requests (slow-header clients are dropped).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{accept, control, sweeper};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -155,11 +145,11 @@ impl Server {
             let unix = control::bind(&path).await.map_err(StartError::Control)?;
             tokio::spawn(control::serve(unix, path, state.clone()));
         }
-        let accept = tokio::spawn(accept_loop(listener, state.clone(), tls.clone()));
+        let accept = tokio::spawn(accept::accept_loop(listener, state.clone(), tls.clone()));
         if let Some(tls) = &tls
             && cfg.tls.reload_check_secs > 0
         {
-            tokio::spawn(watch_certificate(
+            tokio::spawn(accept::watch_certificate(
                 tls.clone(),
                 Duration::from_secs(cfg.tls.reload_check_secs),
                 state.shutdown.clone(),
@@ -221,104 +211,6 @@ impl Server {
         s.audit.stop().await;
         if let Err(e) = s.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
-        }
-    }
-}
-
-/// Reloads the certificate when its files change (renewal by certbot or similar).
-async fn watch_certificate(tls: Arc<Tls>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if tls.changed_on_disk() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded after a file change"),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS reload failed; keeping the current certificate")
-                }
-            }
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, state: AppState, tls: Option<Arc<Tls>>) {
-    let routes = http::routes(state.clone());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = state.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let routes = routes.clone();
-        let shutdown = state.shutdown.clone();
-        let acceptor = tls.as_ref().map(|t| t.acceptor());
-        state.tasks.spawn(async move {
-            match acceptor {
-                None => serve_http(stream, peer, false, routes, shutdown).await,
-                Some(acceptor) => {
-                    // A client that never finishes the handshake is dropped like a
-                    // slow-header one.
-                    let handshake =
-                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_http(tls_stream, peer, true, routes, shutdown).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Serves HTTP/1.1 with upgrades on one connection, plain or TLS. The peer address and
-/// whether the connection is TLS go into each request's extensions for the routes.
-async fn serve_http<I>(
-    io: I,
-    peer: SocketAddr,
-    secure: bool,
-    routes: BoxedFilter<(warp::reply::Response,)>,
-    shutdown: CancellationToken,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = TowerToHyperService::new(warp::service(routes));
-    let svc = hyper::service::service_fn(move |mut req: ::http::Request<Incoming>| {
-        req.extensions_mut().insert(PeerAddr(peer));
-        if secure {
-            req.extensions_mut().insert(Secure);
-        }
-        if let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
-            req.extensions_mut()
-                .insert(UpgradeSlot(Arc::new(std::sync::Mutex::new(Some(on)))));
-        }
-        svc.call(req)
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
     }
 }
