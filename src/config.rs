@@ -44,6 +44,10 @@ pub struct Config {
     pub control_socket: bool,
     /// Seconds to wait for connections and writers to finish at shutdown. Default 10.
     pub shutdown_deadline_secs: u64,
+    /// `development` (easy defaults) or `production` (refuses to start without TLS or a
+    /// trusted proxy, an origin list and strong secrets). `ROOMGATE_ENV` sets it too.
+    /// Default development.
+    pub mode: Mode,
     pub auth: AuthConfig,
     pub accounts: AccountsConfig,
     pub connection: ConnectionConfig,
@@ -53,6 +57,17 @@ pub struct Config {
     pub store: StoreConfig,
     pub tls: TlsConfig,
 }
+
+/// How strict the start-up checks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+/// Shortest HMAC key production mode accepts, bytes (HS256 wants at least its output size).
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 
 /// Built-in TLS (`wss://`). Off unless both files are set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,6 +313,9 @@ pub struct SecurityConfig {
     pub require_tls: bool,
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed. Default none.
     pub trusted_proxies: Vec<String>,
+    /// roomgate runs behind a TLS-terminating proxy (one of `trusted_proxies`); lets
+    /// production mode start without built-in TLS. Default false.
+    pub behind_proxy: bool,
     /// Longest message content, in characters (seed `maxMessageLength`). Default 4000.
     pub max_message_length: usize,
     /// Strip `<`, `>` and `javascript:` from content, as the seed does. Turn off for
@@ -332,6 +350,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             control_socket: true,
             shutdown_deadline_secs: 10,
+            mode: Mode::Development,
             auth: AuthConfig::default(),
             accounts: AccountsConfig::default(),
             connection: ConnectionConfig::default(),
@@ -441,6 +460,7 @@ impl Default for SecurityConfig {
             allow_missing_origin: false,
             require_tls: false,
             trusted_proxies: Vec::new(),
+            behind_proxy: false,
             max_message_length: 4000,
             strip_html: true,
             log_retention_days: 30,
@@ -475,7 +495,12 @@ pub struct Overrides {
 }
 
 /// Environment variables that start with `ROOMGATE_` but are not config fields.
-const NON_CONFIG_ENV: &[&str] = &["ROOMGATE_LOG", "ROOMGATE_CONFIG", "ROOMGATE_ADMIN_PASSWORD"];
+const NON_CONFIG_ENV: &[&str] = &[
+    "ROOMGATE_LOG",
+    "ROOMGATE_CONFIG",
+    "ROOMGATE_ADMIN_PASSWORD",
+    "ROOMGATE_ENV",
+];
 
 /// Room types the seed defines.
 pub const ROOM_TYPES: &[&str] = &["chat", "document", "collaboration", "notification"];
@@ -570,8 +595,39 @@ impl Config {
     }
 
     /// Every semantic problem with this configuration.
+    /// What production mode requires beyond the usual checks.
+    fn production_problems(&self, p: &mut Vec<String>) {
+        let sec = &self.security;
+        let tls = self.tls.cert_file.is_some() && self.tls.key_file.is_some();
+        let proxied = sec.behind_proxy && !sec.trusted_proxies.is_empty();
+        if !(tls || proxied) {
+            p.push(
+                "production mode needs TLS: set tls.cert_file and tls.key_file, or security.behind_proxy = true with security.trusted_proxies naming the proxy".into(),
+            );
+        }
+        if sec.allowed_origins.is_empty() {
+            p.push(
+                "production mode needs security.allowed_origins (the sites allowed to open /ws)"
+                    .into(),
+            );
+        }
+        for (name, secret) in [
+            ("auth.jwt_secret", &self.auth.jwt_secret),
+            ("auth.ws_secret", &self.auth.ws_secret),
+        ] {
+            if let Some(s) = secret
+                && let Some(why) = weak_secret(s.expose().as_bytes())
+            {
+                p.push(format!("production mode refuses {name}: {why}"));
+            }
+        }
+    }
+
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if self.mode == Mode::Production {
+            self.production_problems(&mut p);
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             p.push("tls.cert_file and tls.key_file must be set together".into());
         }
@@ -939,6 +995,8 @@ fn apply_env(merged: &mut Value, env: &BTreeMap<String, String>, problems: &mut 
         ("JWT_SECRET", "auth__jwt_secret"),
         ("WS_SECRET", "auth__ws_secret"),
         ("ALLOWED_ORIGINS", "security__allowed_origins"),
+        // The conventional name; `ROOMGATE_MODE` is the field's own and wins.
+        ("ROOMGATE_ENV", "mode"),
     ];
     let mut settings: Vec<(String, String, String)> = Vec::new();
     for (name, path) in seed {
@@ -1035,6 +1093,32 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Why an HMAC key is too weak for production, if it is.
+pub fn weak_secret(key: &[u8]) -> Option<String> {
+    // The seed's sample values and the usual stand-ins, however they are padded.
+    const PLACEHOLDERS: [&str; 5] = [
+        "your-secret-key",
+        "your-ws-secret-key",
+        "changeme",
+        "change-me",
+        "replace-me",
+    ];
+    let text = String::from_utf8_lossy(key).to_ascii_lowercase();
+    if PLACEHOLDERS.iter().any(|p| text.contains(p)) || text == "secret" {
+        return Some("it is a well-known placeholder".into());
+    }
+    if key.len() < MIN_PRODUCTION_SECRET_BYTES {
+        return Some(format!(
+            "it is {} bytes; at least {MIN_PRODUCTION_SECRET_BYTES} are needed",
+            key.len()
+        ));
+    }
+    if key.iter().all(|b| *b == key[0]) {
+        return Some("it repeats one character".into());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1044,6 +1128,73 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(&Overrides::default(), &env(pairs))
+    }
+
+    #[test]
+    fn production_mode_refuses_what_development_allows() {
+        // Development starts with nothing set.
+        assert!(load_env(&[]).is_ok());
+        // Production lists every missing piece at once.
+        let err = load_env(&[("ROOMGATE_ENV", "production"), ("JWT_SECRET", "short")])
+            .unwrap_err()
+            .0
+            .join("\n");
+        assert!(err.contains("needs TLS"), "{err}");
+        assert!(err.contains("allowed_origins"), "{err}");
+        assert!(err.contains("auth.jwt_secret: it is 5 bytes"), "{err}");
+        // The seed's placeholder and one repeated character are refused at any length.
+        for weak in [
+            "your-secret-key-but-made-very-long-0123456789",
+            &"a".repeat(40),
+        ] {
+            let err = load_env(&[
+                ("ROOMGATE_MODE", "production"),
+                ("ROOMGATE_SECURITY__BEHIND_PROXY", "true"),
+                ("ROOMGATE_SECURITY__TRUSTED_PROXIES", "127.0.0.1"),
+                ("ROOMGATE_SECURITY__ALLOWED_ORIGINS", "https://chat.example"),
+                ("ROOMGATE_AUTH__WS_SECRET", weak),
+            ])
+            .unwrap_err()
+            .0
+            .join("\n");
+            assert!(err.contains("auth.ws_secret"), "{err}");
+        }
+        // Behind a trusted proxy with origins and strong (or generated) secrets: fine.
+        let ok = load_env(&[
+            ("ROOMGATE_ENV", "production"),
+            ("ROOMGATE_SECURITY__BEHIND_PROXY", "true"),
+            ("ROOMGATE_SECURITY__TRUSTED_PROXIES", "127.0.0.1"),
+            ("ROOMGATE_SECURITY__ALLOWED_ORIGINS", "https://chat.example"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .unwrap();
+        assert_eq!(ok.mode, Mode::Production);
+        // behind_proxy without naming the proxy is not enough; TLS files are.
+        let err = load_env(&[
+            ("ROOMGATE_ENV", "production"),
+            ("ROOMGATE_SECURITY__BEHIND_PROXY", "true"),
+            ("ROOMGATE_SECURITY__ALLOWED_ORIGINS", "https://chat.example"),
+        ])
+        .unwrap_err();
+        assert!(err.0.iter().any(|p| p.contains("needs TLS")));
+        assert!(
+            load_env(&[
+                ("ROOMGATE_ENV", "production"),
+                ("ROOMGATE_TLS__CERT_FILE", "/etc/c.pem"),
+                ("ROOMGATE_TLS__KEY_FILE", "/etc/k.pem"),
+                ("ROOMGATE_SECURITY__ALLOWED_ORIGINS", "https://chat.example"),
+            ])
+            .is_ok()
+        );
+        // An unknown mode is a problem, not a silent default.
+        assert!(load_env(&[("ROOMGATE_ENV", "prod")]).is_err());
+        // Exactly at the edge: 31 bytes refused, 32 accepted.
+        assert!(weak_secret(&[b'x', b'y'].repeat(16)[..31]).is_some());
+        assert!(weak_secret(&[b'x', b'y'].repeat(16)).is_none());
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub enum SecretsError {
     },
     #[error("secret file {0} is empty")]
     Empty(PathBuf),
+    #[error("production mode refuses the {name} from {path}: {why}")]
+    Weak {
+        name: &'static str,
+        path: PathBuf,
+        why: String,
+    },
 }
 
 /// Creates the data root (mode 0700) if it does not exist.
@@ -50,29 +56,51 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), SecretsError> {
 pub fn resolve(cfg: &Config) -> Result<Secrets, SecretsError> {
     ensure_data_dir(&cfg.data_dir)?;
     let a = &cfg.auth;
+    // Inline secrets were judged with the rest of the config.
+    let production = cfg.mode == crate::config::Mode::Production;
     Ok(Secrets {
         jwt: one(
             &cfg.data_dir,
             "jwt_secret",
+            production,
             &a.jwt_secret,
             &a.jwt_secret_file,
         )?,
-        ws: one(&cfg.data_dir, "ws_secret", &a.ws_secret, &a.ws_secret_file)?,
-        event_key: one(&cfg.data_dir, "event_key", &None, &None)?,
+        ws: one(
+            &cfg.data_dir,
+            "ws_secret",
+            production,
+            &a.ws_secret,
+            &a.ws_secret_file,
+        )?,
+        event_key: one(&cfg.data_dir, "event_key", production, &None, &None)?,
     })
 }
 
 fn one(
     data: &Path,
-    name: &str,
+    name: &'static str,
+    production: bool,
     value: &Option<Secret>,
     file: &Option<PathBuf>,
 ) -> Result<Vec<u8>, SecretsError> {
     if let Some(v) = value {
         return Ok(v.expose().as_bytes().to_vec());
     }
+    // Files (given, or generated earlier and perhaps edited since) are judged here.
+    let checked = |path: &Path| -> Result<Vec<u8>, SecretsError> {
+        let key = read(path)?;
+        if production && let Some(why) = crate::config::weak_secret(&key) {
+            return Err(SecretsError::Weak {
+                name,
+                path: path.to_path_buf(),
+                why,
+            });
+        }
+        Ok(key)
+    };
     if let Some(path) = file {
-        return read(path);
+        return checked(path);
     }
     let path = data.join(name);
     match std::fs::OpenOptions::new()
@@ -91,7 +119,7 @@ fn one(
                 })?;
             Ok(secret.into_bytes())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => checked(&path),
         Err(source) => Err(SecretsError::File { path, source }),
     }
 }

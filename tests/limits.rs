@@ -515,3 +515,27 @@ async fn a_flood_of_refused_frames_records_a_bounded_number_of_events() {
         events.len()
     );
 }
+
+// 7. Production mode -------------------------------------------------------------------
+
+#[tokio::test]
+async fn production_mode_wants_wss_even_without_require_tls() {
+    let s = TestServer::start_with(|c| {
+        c.mode = roomgate::config::Mode::Production;
+        c.security.behind_proxy = true;
+        c.security.trusted_proxies = vec!["127.0.0.1".into()];
+        c.security.allowed_origins = vec!["https://chat.example.com".into()];
+    })
+    .await;
+    let origin = ("origin", "https://chat.example.com");
+    let (status, body) = refusal(connect_with(&s, &[origin]).await);
+    assert_eq!(status, 403);
+    assert_eq!(body["code"], "tls_required");
+    let (status, _) = refusal(connect_with(&s, &[origin, ("x-forwarded-proto", "http")]).await);
+    assert_eq!(status, 403);
+    // The trusted proxy says the client used HTTPS.
+    let mut ok = connect_with(&s, &[origin, ("x-forwarded-proto", "https")])
+        .await
+        .expect("upgrade through the proxy");
+    ok.auth(&token("alice")).await;
+}

@@ -300,3 +300,51 @@ async fn bad_certificate_files_stop_the_start_with_their_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tls.key_file"));
 }
+
+#[tokio::test]
+async fn production_mode_refuses_to_start_without_tls_origins_or_strong_secrets() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |envs: Vec<(&'static str, String)>| {
+        let dir = data.path().to_path_buf();
+        async move {
+            let mut cmd = tokio::process::Command::new(binary_path());
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+                .arg(dir)
+                .env_remove("JWT_SECRET")
+                .env_remove("WS_SECRET");
+            for (k, v) in envs {
+                cmd.env(k, v);
+            }
+            let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+                .await
+                .expect("exits")
+                .unwrap();
+            assert!(!out.status.success());
+            String::from_utf8_lossy(&out.stderr).to_string()
+        }
+    };
+    let err = run(vec![("ROOMGATE_ENV", "production".into())]).await;
+    assert!(
+        err.contains("needs TLS") && err.contains("allowed_origins"),
+        "{err}"
+    );
+
+    // A weak key in a file is judged when it is read.
+    let weak = data.path().join("weak.key");
+    std::fs::write(&weak, "changeme\n").unwrap();
+    let err = run(vec![
+        ("ROOMGATE_ENV", "production".into()),
+        ("ROOMGATE_SECURITY__BEHIND_PROXY", "true".into()),
+        ("ROOMGATE_SECURITY__TRUSTED_PROXIES", "127.0.0.1".into()),
+        (
+            "ROOMGATE_SECURITY__ALLOWED_ORIGINS",
+            "https://chat.example".into(),
+        ),
+        ("ROOMGATE_AUTH__JWT_SECRET_FILE", weak.display().to_string()),
+    ])
+    .await;
+    assert!(
+        err.contains("weak.key") && err.contains("placeholder"),
+        "{err}"
+    );
+}

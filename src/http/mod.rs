@@ -293,7 +293,9 @@ async fn ws_upgrade(
             return refuse(HttpError::OriginNotAllowed);
         }
     }
-    if sec.require_tls && secure.is_none() {
+    // Production mode always wants wss (built in, or reported by a trusted proxy).
+    let want_tls = sec.require_tls || state.cfg.mode == crate::config::Mode::Production;
+    if want_tls && secure.is_none() {
         let from_proxy = state.trusted_proxies.iter().any(|c| c.contains(peer_ip));
         let https = from_proxy
             && header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
