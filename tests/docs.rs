@@ -124,3 +124,77 @@ fn every_config_field_is_documented() {
         );
     }
 }
+
+/// `scripts/roomgate.toml` shows every option: with its default lines uncommented it
+/// loads to exactly the built-in defaults, and every field appears in it.
+#[test]
+fn example_config_shows_every_option_with_its_default() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/roomgate.toml"
+    ))
+    .unwrap();
+    let mut uncommented = String::new();
+    let mut shown: Vec<String> = Vec::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let (optional, body) = match (line.strip_prefix("#? "), line.strip_prefix("# ")) {
+            (Some(b), _) => (true, b),
+            (None, Some(b)) => (false, b),
+            _ => continue,
+        };
+        if body.starts_with('[') && body.ends_with(']') {
+            section = body.trim_matches(['[', ']']).to_string();
+            uncommented.push_str(body);
+            uncommented.push('\n');
+        } else if let Some((key, _)) = body.split_once(" = ")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            let path = if section.is_empty() {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            };
+            shown.push(path);
+            if !optional {
+                uncommented.push_str(body);
+                uncommented.push('\n');
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("example.toml");
+    std::fs::write(&file, &uncommented).unwrap();
+    let loaded = Config::load(
+        &roomgate::config::Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        },
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("example does not load: {e:?}\n{uncommented}"));
+    assert_eq!(
+        serde_json::to_value(&loaded).unwrap(),
+        serde_json::to_value(Config::default()).unwrap(),
+        "a default shown in scripts/roomgate.toml differs from the code"
+    );
+    let mut fields = Vec::new();
+    leaves(
+        "",
+        &serde_json::to_value(Config::default()).unwrap(),
+        &mut fields,
+    );
+    let mut missing: Vec<&str> = fields
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .filter(|f| !shown.iter().any(|s| s == f))
+        .collect();
+    // Quotas are shown as their own tables.
+    missing.retain(|f| !shown.iter().any(|s| s.starts_with(&format!("{f}."))));
+    assert!(
+        missing.is_empty(),
+        "not in scripts/roomgate.toml: {missing:?}"
+    );
+}
