@@ -48,6 +48,9 @@ pub struct Config {
     /// trusted proxy, an origin list and strong secrets). `ROOMGATE_ENV` sets it too.
     /// Default development.
     pub mode: Mode,
+    /// Log lines on stderr as `text` (for people) or `json` (one object per line, for
+    /// collectors). Levels come from `ROOMGATE_LOG`. Default text.
+    pub log_format: LogFormat,
     pub auth: AuthConfig,
     pub accounts: AccountsConfig,
     pub connection: ConnectionConfig,
@@ -64,6 +67,14 @@ pub struct Config {
 pub enum Mode {
     Development,
     Production,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Shortest HMAC key production mode accepts, bytes (HS256 wants at least its output size).
@@ -351,6 +362,7 @@ impl Default for Config {
             control_socket: true,
             shutdown_deadline_secs: 10,
             mode: Mode::Development,
+            log_format: LogFormat::Text,
             auth: AuthConfig::default(),
             accounts: AccountsConfig::default(),
             connection: ConnectionConfig::default(),

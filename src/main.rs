@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use roomgate::admin::{self, Request, Target};
 use roomgate::cli::{Cli, Command, RoomCmd, UserCmd, parse_since};
-use roomgate::config::{Config, Overrides};
+use roomgate::config::{Config, LogFormat, Overrides};
 use roomgate::protocol::now_ms;
 use roomgate::server::Server;
 use roomgate::store::Store;
@@ -194,11 +194,16 @@ async fn operate(cfg: &Config, request: Request) -> anyhow::Result<Value> {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let filter = std::env::var("ROOMGATE_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object per line, with the connection span's fields on each.
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     tracing::info!(config = %cfg.redacted(), "effective configuration");
     // Installed before the "listening" line, so a SIGTERM sent as soon as a supervisor
     // sees it shuts down in order instead of killing the process.

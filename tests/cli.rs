@@ -699,3 +699,51 @@ async fn sigterm_right_after_the_listening_line_shuts_down_cleanly() {
         assert!(log.contains("stopped"), "no orderly shutdown: {log}");
     }
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_connection_span_and_never_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(binary_path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("WS_SECRET", WS_SECRET)
+        .env("ROOMGATE_LOG_FORMAT", "json")
+        .env("ROOMGATE_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next_line().await.unwrap().expect("listening line");
+        if let Some(rest) = line.strip_prefix("roomgate listening on http://") {
+            break rest.to_string();
+        }
+    };
+    let tok = token("alice");
+    let mut c = Client::connect(&format!("ws://{addr}/ws")).await;
+    let hs = c.expect("handshake").await;
+    let conn_id = hs["data"]["connectionId"].as_str().unwrap().to_string();
+    c.auth(&tok).await;
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains(&tok), "a token reached the log");
+    let mut in_span = 0;
+    for line in stderr.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        if v["span"]["id"] == conn_id.as_str() {
+            in_span += 1;
+        }
+    }
+    assert!(in_span > 0, "no line in the connection's span:\n{stderr}");
+}

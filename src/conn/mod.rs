@@ -103,13 +103,29 @@ pub async fn run<S>(ws: WebSocketStream<S>, state: AppState, ip: IpAddr, admissi
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Every log line of this connection carries its id (the one the client saw in
+    // `handshake`), never its token or user id.
+    let connection_id = random_hex(16);
+    let span = tracing::info_span!("conn", id = %connection_id);
+    tracing::Instrument::instrument(serve(ws, state, ip, admission, connection_id), span).await
+}
+
+async fn serve<S>(
+    ws: WebSocketStream<S>,
+    state: AppState,
+    ip: IpAddr,
+    admission: Admission,
+    connection_id: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let cfg = state.cfg.clone();
     let (out, mut rx, control) = Outbound::channel(cfg.connection.outbound_queue);
     let registration = state.registry.register(out.clone());
     let shutdown = state.shutdown.clone();
     let mut conn = Conn {
         id: registration.id,
-        connection_id: random_hex(16),
+        connection_id,
         ip,
         out,
         session: Session::Pending(admission),
@@ -202,6 +218,7 @@ where
         }
     };
 
+    tracing::debug!(close = ?close.map(|c| c.code()), "connection closing");
     if close == Some(CloseCode::TokenExpired) {
         conn.audit_expired();
     }
