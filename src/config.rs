@@ -59,6 +59,16 @@ pub struct Config {
     pub security: SecurityConfig,
     pub store: StoreConfig,
     pub tls: TlsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Bearer token `/metrics` requires. Unset: served only to direct loopback peers
+    /// (no `X-Forwarded-For`).
+    pub token: Option<Secret>,
 }
 
 /// How strict the start-up checks are.
@@ -371,6 +381,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             store: StoreConfig::default(),
             tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -947,13 +958,18 @@ impl Config {
     /// The effective configuration as JSON with every secret replaced by "set"/"unset".
     pub fn redacted(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        for key in ["jwt_secret", "ws_secret"] {
-            let state = if v["auth"][key].is_null() {
+        // Every `Secret` field: shown as set or unset, never its value.
+        for (section, key) in [
+            ("auth", "jwt_secret"),
+            ("auth", "ws_secret"),
+            ("metrics", "token"),
+        ] {
+            let state = if v[section][key].is_null() {
                 "unset"
             } else {
                 "set"
             };
-            v["auth"][key] = Value::String(state.into());
+            v[section][key] = Value::String(state.into());
         }
         v
     }
@@ -1286,8 +1302,10 @@ mod tests {
     fn redacted_hides_secrets() {
         let mut c = Config::default();
         c.auth.jwt_secret = Some(Secret("hunter2-hunter2".into()));
+        c.metrics.token = Some(Secret("scrape-hunter3".into()));
         let text = c.redacted().to_string();
-        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("hunter2") && !text.contains("hunter3"));
+        assert_eq!(c.redacted()["metrics"]["token"], "set");
         assert_eq!(c.redacted()["auth"]["jwt_secret"], "set");
         assert_eq!(c.redacted()["auth"]["ws_secret"], "unset");
     }

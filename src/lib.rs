@@ -22,6 +22,7 @@ pub mod control;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod passwords;
 pub mod policy;
 pub mod protocol;

@@ -117,6 +117,7 @@ impl Server {
         let state = AppState {
             verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)?),
             roles: Arc::new(RoleTable::load(&store)?),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
             history: HistoryWriter::start(
                 store.clone(),

@@ -13,6 +13,7 @@ use crate::authz::RoleTable;
 use crate::config::{Cidr, Config};
 use crate::history::HistoryWriter;
 use crate::hub::{Hub, Registry};
+use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::ratelimit::{FailureWindow, Limiters};
 use crate::store::Store;
@@ -32,6 +33,8 @@ pub struct AppState {
     /// Roles and their permissions, cached from the store.
     pub roles: Arc<RoleTable>,
     pub audit: Audit,
+    /// Counters for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
     pub history: HistoryWriter,
     pub trusted_proxies: Arc<[Cidr]>,
     /// Cancelled when shutdown begins.

@@ -44,18 +44,17 @@ fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>)
     let now = now_ms();
     let store = &state.store;
     let cfg = &state.cfg;
-    let log = |what: &str, r: Result<usize, StoreError>| {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "sweeping {what} failed");
-        }
+    let log = |what: &'static str, r: Result<usize, StoreError>| match r {
+        Ok(n) => state.metrics.swept.add(what, n as u64),
+        Err(e) => tracing::error!(error = %e, "sweeping {what} failed"),
     };
     log("sessions", store.sweep_sessions(now));
     log("revocations", store.sweep_revocations(now));
-    log("refresh tokens", store.sweep_refresh(now));
+    log("refresh_tokens", store.sweep_refresh(now));
     state.login_failures.sweep(now);
     let retention_ms = cfg.security.log_retention_days * 86_400_000;
     log(
-        "security events",
+        "security_events",
         store.sweep_events(
             now.saturating_sub(retention_ms),
             cfg.security.max_security_events,
@@ -73,14 +72,17 @@ fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>)
         } else {
             Ok(0)
         };
-        log("an idle room", r);
+        log("expired_room_messages", r);
     }
     if expiry_ms > 0 {
         for record in store.rooms_lossy() {
             if expired(record.auto_created, record.last_active_ms)
                 && state.hub.get(&record.id).is_none()
             {
-                log("an expired room", store.delete_room_and_history(&record.id));
+                log(
+                    "expired_room_messages",
+                    store.delete_room_and_history(&record.id),
+                );
             }
         }
     }

@@ -48,6 +48,10 @@ impl Conn {
 
     /// Handles one text frame.
     pub(super) async fn handle_text(&mut self, text: &str) {
+        self.state
+            .metrics
+            .messages_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let decoded = protocol::decode(text, self.state.cfg.connection.max_json_depth);
         // Every frame but a heartbeat spends the frame quota, malformed ones included,
         // so garbage cannot be sent for free.
@@ -206,7 +210,8 @@ impl Conn {
         }
     }
 
-    fn audit_limited(&self, limit: &str) {
+    fn audit_limited(&self, limit: &'static str) {
+        self.state.metrics.rate_limited.inc(limit);
         if !self.state.limiters.allow_event(&self.limit_key()) {
             return;
         }
@@ -279,7 +284,8 @@ impl Conn {
         }
     }
 
-    fn auth_failed(&self, code: ErrorCode, reason: &str, user: Option<&str>) {
+    fn auth_failed(&self, code: ErrorCode, reason: &'static str, user: Option<&str>) {
+        self.state.metrics.auth_failures.inc(reason);
         let ip = self.ip.to_string();
         self.state.audit.record(
             "websocket_auth",

@@ -120,6 +120,10 @@ async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cfg = state.cfg.clone();
+    state
+        .metrics
+        .connections_opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (out, mut rx, control) = Outbound::channel(cfg.connection.outbound_queue);
     let registration = state.registry.register(out.clone());
     let shutdown = state.shutdown.clone();
@@ -219,6 +223,12 @@ async fn serve<S>(
     };
 
     tracing::debug!(close = ?close.map(|c| c.code()), "connection closing");
+    if close == Some(CloseCode::SlowConsumer) {
+        conn.state
+            .metrics
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     if close == Some(CloseCode::TokenExpired) {
         conn.audit_expired();
     }

@@ -20,6 +20,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 
 pub mod auth;
+pub mod ops;
 
 use crate::audit::Outcome;
 use crate::config::{Cidr, canonical};
@@ -69,13 +70,17 @@ pub enum HttpError {
     TooManyAttempts,
     /// Built-in accounts are turned off (`accounts.enabled = false`).
     AccountsDisabled,
+    /// `/metrics` without `metrics.token` asked by anyone but a direct loopback peer.
+    MetricsForbidden,
+    /// `/readyz` while the store does not answer or shutdown has begun.
+    NotReady,
     /// A server fault; the cause is in the server log.
     Internal,
 }
 
 impl HttpError {
     /// Every variant, in README order.
-    pub const ALL: [HttpError; 14] = [
+    pub const ALL: [HttpError; 16] = [
         HttpError::UpgradeRequired,
         HttpError::OriginNotAllowed,
         HttpError::TlsRequired,
@@ -89,6 +94,8 @@ impl HttpError {
         HttpError::InvalidToken,
         HttpError::TooManyAttempts,
         HttpError::AccountsDisabled,
+        HttpError::MetricsForbidden,
+        HttpError::NotReady,
         HttpError::Internal,
     ];
 
@@ -107,6 +114,8 @@ impl HttpError {
             HttpError::InvalidToken => StatusCode::UNAUTHORIZED,
             HttpError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             HttpError::AccountsDisabled => StatusCode::NOT_FOUND,
+            HttpError::MetricsForbidden => StatusCode::FORBIDDEN,
+            HttpError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +135,8 @@ impl HttpError {
             HttpError::InvalidToken => "invalid_token",
             HttpError::TooManyAttempts => "too_many_attempts",
             HttpError::AccountsDisabled => "accounts_disabled",
+            HttpError::MetricsForbidden => "metrics_forbidden",
+            HttpError::NotReady => "not_ready",
             HttpError::Internal => "internal",
         }
     }
@@ -145,6 +156,10 @@ impl HttpError {
             HttpError::InvalidToken => "Invalid access token",
             HttpError::TooManyAttempts => "Too many attempts",
             HttpError::AccountsDisabled => "Accounts are disabled",
+            HttpError::MetricsForbidden => {
+                "Metrics are served to loopback only unless metrics.token is set"
+            }
+            HttpError::NotReady => "Not ready",
             HttpError::Internal => "Internal error",
         }
     }
@@ -185,7 +200,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     health
         .or(ws)
         .unify()
-        .or(auth::routes(state_for_auth))
+        .or(auth::routes(state_for_auth.clone()))
+        .unify()
+        .or(ops::routes(state_for_auth))
         .unify()
         .recover(recover)
         .unify()

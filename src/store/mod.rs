@@ -217,6 +217,17 @@ impl Store {
         Ok(())
     }
 
+    /// Size of the database files on disk, bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// A cheap read that fails when the database cannot be used.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.meta.get("schema_version")?;
+        Ok(())
+    }
+
     /// A fresh unique id (monotonic within this database).
     pub fn generate_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
