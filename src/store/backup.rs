@@ -212,7 +212,8 @@ pub fn restore<R: Read>(input: R, data_dir: &Path) -> Result<BackupSummary, Back
         hash: Sha256::new(),
     };
     let mut magic = [0; 16];
-    r.read_exact(&mut magic).map_err(|_| BackupError::NotABackup)?;
+    r.read_exact(&mut magic)
+        .map_err(|_| BackupError::NotABackup)?;
     if &magic != MAGIC {
         return Err(BackupError::NotABackup);
     }
@@ -313,7 +314,9 @@ mod tests {
 
     fn backup_of(dir: &Path) -> Vec<u8> {
         let store = Store::open(dir, &StoreConfig::default()).unwrap();
-        store.set_user_roles("alice", vec!["ops".into()], 1).unwrap();
+        store
+            .set_user_roles("alice", vec!["ops".into()], 1)
+            .unwrap();
         std::fs::write(dir.join("jwt_secret"), "k".repeat(64)).unwrap();
         let mut out = Vec::new();
         let summary = store.write_backup(dir, &mut out).unwrap();
