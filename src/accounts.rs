@@ -320,7 +320,7 @@ async fn revoke_family(state: &AppState, family: &str, username: &str) -> Result
     state
         .registry
         .close_token(std::slice::from_ref(&key), CloseCode::TokenRevoked);
-    if let Err(e) = state.store.delete_token_sessions(&key) {
+    if let Err(e) = state.store.delete_family_sessions(family) {
         tracing::error!(error = %e, "deleting sessions of a revoked family");
     }
     state.audit.record(

@@ -255,3 +255,90 @@ async fn limited_attempts_are_answered_late() {
     assert_eq!(login(s.addr, "admin", "wrong").await.status, 429);
     assert!(started.elapsed() >= std::time::Duration::from_millis(400));
 }
+
+/// Sends `auth {wsToken}` on a fresh socket; returns the reply frame.
+async fn resume(s: &TestServer, ws_token: &str) -> Value {
+    let mut c = s.client().await;
+    c.send("auth", json!({ "wsToken": ws_token })).await;
+    c.recv().await
+}
+
+#[tokio::test]
+async fn ending_a_login_ends_sessions_resumed_with_ws_tokens() {
+    let s = TestServer::start().await;
+    let first = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let a1 = first["access_token"].as_str().unwrap();
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let mut original = s.client().await;
+    let w = original.auth(a1).await["wsToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sid = jwt_claims(&w)["sessionId"].as_str().unwrap().to_string();
+    // A second socket resumes the session: its own keys never named the access token's
+    // family, only the session record does.
+    let mut resumed = s.client().await;
+    resumed.send("auth", json!({ "wsToken": w })).await;
+    let ok = resumed.recv().await;
+    assert_eq!(ok["type"], "auth_success", "{ok}");
+    let w2 = ok["data"]["wsToken"].as_str().unwrap().to_string();
+    let state = s.server().state();
+    let session = state.store.session(&sid).unwrap().expect("session stored");
+
+    // Reuse of a rotated refresh token revokes the family (a2 is never named).
+    let rotated = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let reuse = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
+    assert_eq!(reuse.status, 401, "{}", reuse.body);
+    assert_eq!(original.expect_close().await.code, 4003);
+    assert_eq!(
+        resumed.expect_close().await.code,
+        4003,
+        "resumed socket kept"
+    );
+
+    // The session went with the family, so neither wsToken resumes it.
+    assert_eq!(state.store.session(&sid).unwrap(), None);
+    for w in [&w, &w2] {
+        let r = resume(&s, w).await;
+        assert_eq!(
+            r["type"], "error",
+            "resumed after the family was revoked: {r}"
+        );
+        assert_eq!(r["data"]["code"], "auth_failed", "{r}");
+    }
+    // Even if the session record had survived (a deletion that failed, or raced), the
+    // family's revocation refuses the resume.
+    state.store.put_session(&session).unwrap();
+    let r = resume(&s, &w2).await;
+    assert_eq!(r["data"]["code"], "token_revoked", "{r}");
+}
+
+#[tokio::test]
+async fn logout_with_a_later_access_token_ends_sessions_of_the_same_login() {
+    let s = TestServer::start().await;
+    let first = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let a1 = first["access_token"].as_str().unwrap();
+    let mut c = s.client().await;
+    let w = c.auth(a1).await["wsToken"].as_str().unwrap().to_string();
+    c.close().await;
+    let second = post_json(
+        s.addr,
+        "/auth/refresh",
+        &json!({"refresh_token": first["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let a2 = second.json()["access_token"].as_str().unwrap().to_string();
+    let out = http_request(
+        s.addr,
+        "POST",
+        "/auth/logout",
+        &[("Authorization", &format!("Bearer {a2}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let r = resume(&s, &w).await;
+    assert_eq!(r["type"], "error", "resumed after logout: {r}");
+}

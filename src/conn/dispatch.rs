@@ -325,8 +325,12 @@ impl Conn {
         };
         let mut keys = v.keys.clone();
         if let Some(s) = &resumed {
-            // Revoking the original token must also close sockets resumed from it.
+            // Revoking the original token, or ending its login, must also close sockets
+            // resumed from it (and `is_revoked` below checks these keys too).
             keys.push(s.token_key.clone());
+            if let Some(family) = &s.family {
+                keys.push(format!("family:{family}"));
+            }
         }
         // Sockets are also findable by session, so revoking a wsToken closes its siblings.
         keys.push(format!("session:{session_id}"));
@@ -368,14 +372,20 @@ impl Conn {
             Some(s) => s.email.clone(),
             None => v.email.clone(),
         };
-        // A resumed session stays bound to the token that opened it, so revoking that
-        // token still deletes the session and refuses every wsToken descending from it.
-        let (token_key, token_exp, expires_ms) = match &resumed {
-            Some(s) => (s.token_key.clone(), s.token_exp, s.expires_ms),
+        // A resumed session stays bound to the token (and login) that opened it, so
+        // revoking either still deletes the session and refuses every wsToken from it.
+        let (token_key, token_exp, expires_ms, family) = match &resumed {
+            Some(s) => (
+                s.token_key.clone(),
+                s.token_exp,
+                s.expires_ms,
+                s.family.clone(),
+            ),
             None => (
                 v.primary_key().to_string(),
                 v.expires_at,
                 now.saturating_add(cfg.token_expiry_secs.saturating_mul(1000)),
+                v.family.clone(),
             ),
         };
         let record = SessionRecord {
@@ -389,6 +399,7 @@ impl Conn {
             expires_ms,
             token_key,
             token_exp,
+            family,
         };
         if resumed.is_some() {
             // Only update a session that still exists: a revocation may have deleted it

@@ -6,7 +6,7 @@
 //!
 //! Tree catalogue (name: key => value):
 //! - `meta`: utf8 name => bytes (`schema_version` => u32 BE)
-//! - `sessionid_session`: session id (hex) => [`SessionRecord`]
+//! - `sessionid_session`: session id (hex) => [`SessionRecord`] (family added in schema 3)
 //! - `tokenkey_revocation`: `jti:<jti>` | `sha256:<hex digest>` => [`Revocation`]
 //! - `userid_revokedbefore`: user id => u64 BE ms; tokens issued at or before it are refused
 //! - `userid_grants`: user id => [`UserGrants`] (the seed's `user_roles:` / `user_permissions:`)
@@ -51,7 +51,7 @@ use crate::config::StoreConfig;
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Schema version written by this build. Bump with a numbered step in `migrate`.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Store failures. The public text says what to do; causes go to the log once.
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +169,10 @@ impl Store {
         let mut version = found;
         while version < SCHEMA_VERSION {
             version += 1;
-            if version == 2 {
-                self.migrate_to_2()?;
+            match version {
+                2 => self.migrate_to_2()?,
+                3 => self.migrate_to_3()?,
+                _ => {}
             }
             self.db.flush()?;
             self.meta.insert("schema_version", &version.to_be_bytes())?;
@@ -205,6 +207,19 @@ impl Store {
             if self.role(&role.name)?.is_none() {
                 self.put_role(&role)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Schema 3: sessions remember the refresh family of the token that opened them.
+    fn migrate_to_3(&self) -> Result<(), StoreError> {
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            if codec::decode::<SessionRecord>(&v).is_ok() {
+                continue;
+            }
+            let old: sessions::SessionRecordV2 = codec::decode(&v)?;
+            self.sessions.insert(k, codec::encode(&old.upgrade())?)?;
         }
         Ok(())
     }
@@ -327,5 +342,43 @@ mod tests {
         assert_eq!(names, vec!["admin", "moderator", "user"]);
         let version = s.meta.get("schema_version").unwrap().unwrap();
         assert_eq!(version.as_ref(), &SCHEMA_VERSION.to_be_bytes());
+    }
+
+    /// A schema-2 database's sessions (no family) open as schema 3: readable, with no
+    /// family, and every other field kept; a rerun of the step changes nothing.
+    #[test]
+    fn schema_2_sessions_migrate_to_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig::default();
+        let old = sessions::SessionRecordV2 {
+            session_id: "s1".into(),
+            user_id: "alice".into(),
+            email: Some("alice@example.com".into()),
+            connection_id: "c1".into(),
+            roles: vec!["user".into()],
+            client_ip: "127.0.0.1".into(),
+            created_ms: 1,
+            expires_ms: u64::MAX,
+            token_key: "jti:abc".into(),
+            token_exp: 9,
+        };
+        {
+            let s = Store::open(dir.path(), &cfg).unwrap();
+            s.sessions
+                .insert("s1", codec::encode(&old).unwrap())
+                .unwrap();
+            assert!(s.session("s1").is_err(), "old shape must not read as new");
+            s.set_schema_version_for_tests(2).unwrap();
+            s.flush_blocking().unwrap();
+        }
+        let expected = old.upgrade();
+        assert_eq!(expected.family, None);
+        let s = Store::open(dir.path(), &cfg).unwrap();
+        assert_eq!(s.session("s1").unwrap(), Some(expected.clone()));
+        // Idempotent: a crash before the version write reruns the step on new records.
+        s.migrate_to_3().unwrap();
+        assert_eq!(s.session("s1").unwrap(), Some(expected));
+        let version = s.meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(version.as_ref(), &3u32.to_be_bytes());
     }
 }

@@ -21,6 +21,44 @@ pub struct SessionRecord {
     pub token_key: String,
     /// `exp` of that token, seconds since the epoch.
     pub token_exp: u64,
+    /// The refresh family (login) of a roomgate access token that opened the session, so
+    /// that ending the login (logout, refresh-token reuse) also ends the session and
+    /// every `wsToken` resume of it. None for other tokens and for sessions from schema 2.
+    pub family: Option<String>,
+}
+
+/// A session as schemas 1 and 2 stored it (no family); read only by the migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SessionRecordV2 {
+    pub session_id: String,
+    pub user_id: String,
+    pub email: Option<String>,
+    pub connection_id: String,
+    pub roles: Vec<String>,
+    pub client_ip: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub token_key: String,
+    pub token_exp: u64,
+}
+
+impl SessionRecordV2 {
+    /// The family of an old session is unknown: it ends with its token, as before.
+    pub(super) fn upgrade(self) -> SessionRecord {
+        SessionRecord {
+            session_id: self.session_id,
+            user_id: self.user_id,
+            email: self.email,
+            connection_id: self.connection_id,
+            roles: self.roles,
+            client_ip: self.client_ip,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            token_key: self.token_key,
+            token_exp: self.token_exp,
+            family: None,
+        }
+    }
 }
 
 impl Store {
@@ -85,6 +123,21 @@ impl Store {
             let (k, v) = item?;
             let s: SessionRecord = codec::decode(&v)?;
             if s.token_key == token_key {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes every session opened by an access token of refresh family `family`;
+    /// returns how many went.
+    pub fn delete_family_sessions(&self, family: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (k, v) = item?;
+            let s: SessionRecord = codec::decode(&v)?;
+            if s.family.as_deref() == Some(family) {
                 self.sessions.remove(k)?;
                 n += 1;
             }
