@@ -87,7 +87,9 @@ pub async fn login(
     }
     let account_key = username.to_ascii_lowercase();
     let now = now_ms();
-    if let Err(ms) = state.login_failures.check(&account_key, now) {
+    // The slot is taken before hashing, so parallel guesses cannot all pass the check
+    // before the first of them fails.
+    if let Err(ms) = state.login_failures.reserve(&account_key, now) {
         return Err(too_many(state, ip, "account", ms));
     }
     let account = if valid_username(username) {
@@ -110,7 +112,7 @@ pub async fn login(
         Some(_) => None,
     };
     if let Some(reason) = reason {
-        state.login_failures.record(&account_key, now);
+        // The reserved slot stays: it is this failure.
         state.audit.record(
             "login",
             Some(username),
@@ -120,6 +122,7 @@ pub async fn login(
         return Err(HttpError::InvalidCredentials.into());
     }
     let account = account.ok_or(HttpError::InvalidCredentials)?;
+    state.login_failures.release(&account_key, now);
     let family = random_hex(16);
     state
         .store

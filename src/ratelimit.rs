@@ -165,8 +165,11 @@ impl Limiters {
 }
 
 /// Failed attempts per key in a sliding window (failed logins per account, as OWASP ASVS
-/// asks). Unlike a governor quota it is checked without spending, and only failures are
-/// recorded, so a user who types the password right is never locked out by the check.
+/// asks). An attempt takes its slot before the password is checked, under the lock, so
+/// parallel attempts cannot all pass a check made before any of them failed; a success
+/// gives its slot back, a failure keeps it. So a user who types the password right is
+/// never locked out by their own attempts, and no more than `points` guesses per window
+/// ever reach the hasher.
 pub struct FailureWindow {
     points: usize,
     window_ms: u64,
@@ -187,12 +190,11 @@ impl FailureWindow {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `Err(ms)` when `key` has used up its failures; ms until the oldest one ages out.
-    pub fn check(&self, key: &str, now_ms: u64) -> Result<(), u64> {
+    /// Takes a slot for one attempt at `now_ms`, counted as a failure until released.
+    /// `Err(ms)` when `key` has no slot left: ms until the oldest one ages out.
+    pub fn reserve(&self, key: &str, now_ms: u64) -> Result<(), u64> {
         let mut map = self.lock();
-        let Some(q) = map.get_mut(key) else {
-            return Ok(());
-        };
+        let q = map.entry(key.to_string()).or_default();
         while q.front().is_some_and(|t| t + self.window_ms <= now_ms) {
             q.pop_front();
         }
@@ -200,17 +202,24 @@ impl FailureWindow {
             Some(oldest) if q.len() >= self.points => {
                 Err((oldest + self.window_ms).saturating_sub(now_ms).max(1))
             }
-            _ => Ok(()),
+            _ => {
+                q.push_back(now_ms);
+                Ok(())
+            }
         }
     }
 
-    /// Records one failure for `key`.
-    pub fn record(&self, key: &str, now_ms: u64) {
+    /// Gives back the slot an attempt took at `at_ms` (it succeeded). Slots taken at the
+    /// same time are alike, so any one of them goes.
+    pub fn release(&self, key: &str, at_ms: u64) {
         let mut map = self.lock();
-        let q = map.entry(key.to_string()).or_default();
-        q.push_back(now_ms);
-        while q.len() > self.points {
-            q.pop_front();
+        if let Some(q) = map.get_mut(key) {
+            if let Some(i) = q.iter().rposition(|t| *t == at_ms) {
+                q.remove(i);
+            }
+            if q.is_empty() {
+                map.remove(key);
+            }
         }
     }
 
@@ -229,15 +238,33 @@ mod tests {
             points: 2,
             duration_secs: 10,
         });
-        assert!(w.check("a", 0).is_ok());
-        w.record("a", 0);
-        assert!(w.check("a", 1).is_ok());
-        w.record("a", 1000);
-        assert_eq!(w.check("a", 2000), Err(8000));
-        assert!(w.check("b", 2000).is_ok());
-        assert!(w.check("a", 10_000).is_ok());
-        w.sweep(20_000);
+        // A success gives its slot back.
+        assert!(w.reserve("a", 0).is_ok());
+        w.release("a", 0);
         assert!(w.lock().is_empty());
+        // Failures keep theirs; the third attempt finds none left.
+        assert!(w.reserve("a", 0).is_ok());
+        assert!(w.reserve("a", 1000).is_ok());
+        assert_eq!(w.reserve("a", 2000), Err(8000));
+        assert!(w.reserve("b", 2000).is_ok());
+        assert!(w.reserve("a", 10_000).is_ok());
+        w.sweep(30_000);
+        assert!(w.lock().is_empty());
+    }
+
+    /// Attempts in flight hold their slots: with 2 points, 2 reservations and no outcome
+    /// yet, a third attempt is refused.
+    #[test]
+    fn failure_window_reservations_count_before_their_outcome() {
+        let w = FailureWindow::new(Quota {
+            points: 2,
+            duration_secs: 10,
+        });
+        assert!(w.reserve("a", 5).is_ok());
+        assert!(w.reserve("a", 5).is_ok());
+        assert!(w.reserve("a", 5).is_err());
+        w.release("a", 5);
+        assert!(w.reserve("a", 6).is_ok());
     }
 
     use super::*;

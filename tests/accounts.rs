@@ -206,6 +206,46 @@ async fn failed_logins_are_limited_per_account() {
 }
 
 #[tokio::test]
+async fn parallel_wrong_passwords_reach_the_hasher_no_more_than_the_limit() {
+    const LIMIT: u32 = 3;
+    const ATTEMPTS: usize = 12;
+    let s = TestServer::start_with(|c| {
+        c.accounts.failed_logins = Quota {
+            points: LIMIT,
+            duration_secs: 3600,
+        };
+        c.accounts.login = Quota {
+            points: 1000,
+            duration_secs: 60,
+        };
+        // One hash at a time, each costing a few ms: every attempt is in flight while
+        // the first is still being hashed, which is when a check-then-record limit leaks.
+        c.accounts.hash_concurrency = 1;
+        c.accounts.argon2_memory_kib = 4096;
+    })
+    .await;
+    let before = s.server().state().passwords.verifications();
+    let guesses: Vec<String> = (0..ATTEMPTS).map(|i| format!("guess-{i}")).collect();
+    let replies =
+        futures_util::future::join_all(guesses.iter().map(|g| login(s.addr, "admin", g))).await;
+    let hashed = s.server().state().passwords.verifications() - before;
+    assert!(
+        hashed <= u64::from(LIMIT),
+        "{hashed} guesses reached the hasher"
+    );
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (refused, limited),
+        (LIMIT as usize, ATTEMPTS - LIMIT as usize),
+        "{statuses:?}"
+    );
+    // The right password is locked out too now: the slots are failures.
+    assert_eq!(login(s.addr, "admin", ADMIN_PASSWORD).await.status, 429);
+}
+
+#[tokio::test]
 async fn bad_bodies_get_json_errors() {
     let s = TestServer::start_with(|c| c.accounts.max_body_bytes = 512).await;
     let r = http_request(s.addr, "POST", "/auth/login", &[], b"{not json").await;
