@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::audit::Outcome;
 use crate::auth::random_hex;
+use crate::config::Config;
 use crate::http::HttpError;
 use crate::protocol::{CloseCode, now_ms};
 use crate::ratelimit::{Key, Limit};
@@ -300,14 +301,29 @@ pub async fn refresh(
     Ok(pair)
 }
 
+/// How long an access token of a family can still verify after the family itself ends:
+/// its lifetime plus the clock leeway. A family's revocation entry and its record are
+/// kept that much longer than the family.
+pub fn family_grace_ms(cfg: &Config) -> u64 {
+    cfg.accounts
+        .access_token_secs
+        .saturating_add(cfg.auth.leeway_secs)
+        .saturating_mul(1000)
+}
+
 /// Revokes a refresh family: its refresh tokens and every access token (and socket)
 /// descending from it.
 async fn revoke_family(state: &AppState, family: &str, username: &str) -> Result<(), Refusal> {
     let now = now_ms();
-    let expires_ms = state.store.family(family).ok().flatten().map_or(
-        now.saturating_add(state.cfg.accounts.refresh_token_secs * 1000),
-        |f| f.expires_ms,
-    );
+    // The entry must outlive the family's last access token; a family that is already
+    // gone refuses its tokens by itself, so `now` is enough of a base then.
+    let family_end = state
+        .store
+        .family(family)
+        .ok()
+        .flatten()
+        .map_or(now, |f| f.expires_ms.max(now));
+    let expires_ms = family_end.saturating_add(family_grace_ms(&state.cfg));
     let key = format!("family:{family}");
     state
         .store

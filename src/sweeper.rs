@@ -50,7 +50,10 @@ fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>)
     };
     log("sessions", store.sweep_sessions(now));
     log("revocations", store.sweep_revocations(now));
-    log("refresh_tokens", store.sweep_refresh(now));
+    log(
+        "refresh_tokens",
+        store.sweep_refresh(now, crate::accounts::family_grace_ms(cfg)),
+    );
     state.login_failures.sweep(now);
     let retention_ms = cfg.security.log_retention_days * 86_400_000;
     log(

@@ -382,3 +382,94 @@ async fn logout_with_a_later_access_token_ends_sessions_of_the_same_login() {
     let r = resume(&s, &w).await;
     assert_eq!(r["type"], "error", "resumed after logout: {r}");
 }
+
+/// The refresh family id (`sid`) of an access token, and its stored expiry.
+fn family_of(s: &TestServer, access: &str) -> (String, u64) {
+    let sid = jwt_claims(access)["sid"].as_str().unwrap().to_string();
+    let family = s
+        .server()
+        .state()
+        .store
+        .family(&sid)
+        .unwrap()
+        .expect("family");
+    (sid, family.expires_ms)
+}
+
+/// What the sweeper would do at `at_ms`.
+fn sweep_at(s: &TestServer, at_ms: u64) {
+    let state = s.server().state();
+    let grace = roomgate::accounts::family_grace_ms(&state.cfg);
+    state.store.sweep_revocations(at_ms).unwrap();
+    state.store.sweep_refresh(at_ms, grace).unwrap();
+}
+
+#[tokio::test]
+async fn a_revoked_login_stays_revoked_while_its_access_tokens_live() {
+    let s = TestServer::start().await;
+    let first = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let second = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let a2 = second.json()["access_token"].as_str().unwrap().to_string();
+    let (_, family_end) = family_of(&s, &a2);
+    let reuse = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
+    assert_eq!(reuse.status, 401);
+
+    // Just after the family's own end the family's entry is still there: an access token
+    // issued at the last moment is still valid then.
+    sweep_at(&s, family_end + 1);
+    let mut c = s.client().await;
+    c.send("auth", json!({ "token": a2 })).await;
+    c.expect_error("token_revoked").await;
+
+    // Once the entry and the family are both swept, the missing family refuses it.
+    let cfg = &s.server().state().cfg;
+    let last_token_end = family_end + roomgate::accounts::family_grace_ms(cfg);
+    sweep_at(&s, last_token_end + 1);
+    let mut c = s.client().await;
+    c.send("auth", json!({ "token": a2 })).await;
+    c.expect_error("token_revoked").await;
+}
+
+#[tokio::test]
+async fn an_access_token_whose_family_is_gone_is_refused_everywhere() {
+    let s = TestServer::start().await;
+    let t = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let access = t["access_token"].as_str().unwrap();
+    let (_, family_end) = family_of(&s, access);
+    let mut on_it = s.client().await;
+    let w = on_it.auth(access).await["wsToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The family record is kept while its tokens can verify...
+    sweep_at(&s, family_end + 1);
+    let mut c = s.client().await;
+    c.auth(access).await;
+    // ...and once it is gone, the token and its sessions are refused: at auth, at an
+    // in-band refresh, and at a wsToken resume.
+    let cfg = &s.server().state().cfg;
+    sweep_at(
+        &s,
+        family_end + roomgate::accounts::family_grace_ms(cfg) + 1,
+    );
+    let mut c = s.client().await;
+    c.send("auth", json!({ "token": access })).await;
+    c.expect_error("token_revoked").await;
+    let mut other = s.authed("admin").await;
+    other.send("refresh", json!({ "token": access })).await;
+    other.expect_error("token_revoked").await;
+    // Sessions outlive the sweep here (their own expiry is real time); the resume is
+    // refused by the missing family.
+    let mut c = s.client().await;
+    c.send("auth", json!({ "wsToken": w })).await;
+    c.expect_error("token_revoked").await;
+    let refresh = post_json(
+        s.addr,
+        "/auth/refresh",
+        &json!({"refresh_token": t["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(refresh.status, 401, "{}", refresh.body);
+}

@@ -457,7 +457,8 @@ impl Conn {
         Ok((roles, permissions))
     }
 
-    /// Whether any of the token's revocation keys, or a user-wide cut-off, refuses it.
+    /// Whether any of the token's revocation keys, a missing refresh family, or a
+    /// user-wide cut-off refuses it.
     fn is_revoked(&self, v: &Verified, keys: &[String]) -> Result<bool, StoreError> {
         let store = &self.state.store;
         for key in keys.iter().filter(|k| !k.starts_with("session:")) {
@@ -465,12 +466,19 @@ impl Conn {
                 return Ok(true);
             }
         }
+        // A login (refresh family) that is gone, swept once its last access token has
+        // expired or never stored, has ended: so have its access tokens (they carry its
+        // `family:` key) and the sessions they opened (resumed with it too).
+        for family in keys.iter().filter_map(|k| k.strip_prefix("family:")) {
+            if store.family(family)?.is_none() {
+                return Ok(true);
+            }
+        }
         let Some(cutoff) = store.user_revoked_before(&v.user_id)? else {
             return Ok(false);
         };
         // roomgate's own tokens are judged by when their login began (ms), so a login
-        // right after a password change is not caught by `iat`'s whole-second rounding;
-        // a family that is gone (swept or never stored) counts as revoked.
+        // right after a password change is not caught by `iat`'s whole-second rounding.
         if let Some(family) = &v.family {
             return Ok(store.family(family)?.is_none_or(|f| f.created_ms <= cutoff));
         }

@@ -87,8 +87,10 @@ impl Store {
         }
     }
 
-    /// Drops refresh tokens and families past their expiry; returns how many.
-    pub fn sweep_refresh(&self, now_ms: u64) -> Result<usize, StoreError> {
+    /// Drops refresh tokens past their expiry, and families `family_grace_ms` past theirs
+    /// (access tokens of a family outlive it by up to their own lifetime, and a family
+    /// that is gone refuses them); returns how many.
+    pub fn sweep_refresh(&self, now_ms: u64, family_grace_ms: u64) -> Result<usize, StoreError> {
         let mut n = 0;
         for item in self.refresh.iter() {
             let (k, v) = item?;
@@ -99,7 +101,9 @@ impl Store {
         }
         for item in self.families.iter() {
             let (k, v) = item?;
-            if codec::decode::<FamilyRecord>(&v).map_or(true, |f| f.expires_ms <= now_ms) {
+            if codec::decode::<FamilyRecord>(&v).map_or(true, |f| {
+                f.expires_ms.saturating_add(family_grace_ms) <= now_ms
+            }) {
                 self.families.remove(k)?;
                 n += 1;
             }
