@@ -125,6 +125,7 @@ pub async fn login(
     let account = account.ok_or(HttpError::InvalidCredentials)?;
     state.login_failures.release(&account_key, now);
     let family = random_hex(16);
+    let family_expires_ms = now.saturating_add(cfg.refresh_token_secs.saturating_mul(1000));
     state
         .store
         .put_family(
@@ -132,11 +133,11 @@ pub async fn login(
             &FamilyRecord {
                 username: account.username.clone(),
                 created_ms: now,
-                expires_ms: now.saturating_add(cfg.refresh_token_secs.saturating_mul(1000)),
+                expires_ms: family_expires_ms,
             },
         )
         .map_err(internal("storing a refresh family"))?;
-    let pair = issue_pair(state, &account, &family, now).await?;
+    let pair = issue_pair(state, &account, &family, family_expires_ms, now).await?;
     state.audit.record(
         "login",
         Some(&account.username),
@@ -162,11 +163,13 @@ fn too_many(state: &AppState, ip: IpAddr, scope: &str, ms: u64) -> Refusal {
     }
 }
 
-/// Issues an access token and a new refresh token in `family`.
+/// Issues an access token and a new refresh token in `family`, which ends at
+/// `family_expires_ms`: no refresh token outlives its login.
 async fn issue_pair(
     state: &AppState,
     account: &AccountRecord,
     family: &str,
+    family_expires_ms: u64,
     now: u64,
 ) -> Result<TokenPair, Refusal> {
     let cfg = &state.cfg;
@@ -201,7 +204,8 @@ async fn issue_pair(
                 username: account.username.clone(),
                 issued_ms: now,
                 expires_ms: now
-                    .saturating_add(cfg.accounts.refresh_token_secs.saturating_mul(1000)),
+                    .saturating_add(cfg.accounts.refresh_token_secs.saturating_mul(1000))
+                    .min(family_expires_ms),
                 used_ms: None,
             },
         )
@@ -279,6 +283,10 @@ pub async fn refresh(
     let Some(family) = family.filter(|_| !revoked) else {
         return Err(refuse("revoked"));
     };
+    // A login lasts `accounts.refresh_token_secs` from its start, however often it rotates.
+    if family.expires_ms <= now {
+        return Err(refuse("expired"));
+    }
     // Revoking all of a user's tokens (password change, disable, revoke --user) ends
     // logins made before it.
     if cutoff.is_some_and(|c| family.created_ms <= c) {
@@ -291,7 +299,7 @@ pub async fn refresh(
         Some(a) if !a.disabled => a,
         _ => return Err(refuse("account_gone")),
     };
-    let pair = issue_pair(state, &account, &record.family, now).await?;
+    let pair = issue_pair(state, &account, &record.family, family.expires_ms, now).await?;
     state.audit.record(
         "token_refresh",
         Some(&account.username),

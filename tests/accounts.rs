@@ -473,3 +473,55 @@ async fn an_access_token_whose_family_is_gone_is_refused_everywhere() {
     .await;
     assert_eq!(refresh.status, 401, "{}", refresh.body);
 }
+
+/// Rewrites the stored end of an access token's refresh family.
+fn set_family_end(s: &TestServer, access: &str, expires_ms: u64) {
+    let store = &s.server().state().store;
+    let (sid, _) = family_of(s, access);
+    let mut family = store.family(&sid).unwrap().unwrap();
+    family.expires_ms = expires_ms;
+    store.put_family(&sid, &family).unwrap();
+}
+
+#[tokio::test]
+async fn refresh_ends_with_the_login_however_often_it_rotates() {
+    let s = TestServer::start().await;
+    let now = roomgate::protocol::now_ms();
+
+    // A login past its end cannot be refreshed, though its refresh token is still fresh.
+    let t = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    set_family_end(&s, t["access_token"].as_str().unwrap(), now - 1);
+    let r = post_json(
+        s.addr,
+        "/auth/refresh",
+        &json!({"refresh_token": t["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(r.status, 401, "expired login refreshed: {}", r.body);
+    assert_eq!(r.json()["code"], "invalid_grant");
+
+    // A token rotated inside a login ends with it, not a full refresh lifetime later:
+    // sweeping at the login's end drops it (the family itself is kept a while longer).
+    let t = login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    let family_end = now + 60_000;
+    set_family_end(&s, t["access_token"].as_str().unwrap(), family_end);
+    let rotated = post_json(
+        s.addr,
+        "/auth/refresh",
+        &json!({"refresh_token": t["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let r2 = rotated.json()["refresh_token"].clone();
+    s.server()
+        .state()
+        .store
+        .sweep_refresh(family_end, u64::MAX / 2)
+        .unwrap();
+    let r = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r2})).await;
+    assert_eq!(
+        r.status, 401,
+        "rotated token outlived its login: {}",
+        r.body
+    );
+}
