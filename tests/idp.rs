@@ -634,6 +634,31 @@ async fn provider_claims_are_read_like_any_token() {
     assert_eq!(verified.claimed_roles, vec!["editor".to_string()]);
 }
 
+/// A provider's user named like a built-in account is not that account: the token is
+/// refused rather than given the account's stored roles, on `auth` and on `refresh`.
+#[tokio::test]
+async fn a_providers_sub_naming_a_built_in_account_is_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let rsa = KeyPair::rsa(keys.path(), "rsa");
+    let iss = "https://rsa.example";
+    let s = server(vec![pem_issuer(iss, "RS256", &rsa.public, None)], |_| {}).await;
+    // The first-start `admin` account exists, with the admin role stored for it.
+    let impostor = rsa.sign(Algorithm::RS256, None, &claims(iss, None, "admin"));
+    refused(&s, &impostor, "sub_collides_with_account").await;
+    // The provider's other users are its own, as before.
+    let alice = rsa.sign(Algorithm::RS256, None, &claims(iss, None, "alice"));
+    let ok = accepted(&s, &alice, "alice").await;
+    assert_eq!(ok["user"]["roles"], json!(["user"]));
+
+    // A socket of the real admin cannot move onto the provider's "admin" either.
+    let login = login(s.addr, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let mut c = s.client().await;
+    c.auth(login.json()["access_token"].as_str().unwrap()).await;
+    c.send("refresh", json!({ "token": impostor })).await;
+    c.expect_error("auth_failed").await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Key files that stop the server
 // ---------------------------------------------------------------------------------------

@@ -161,7 +161,10 @@ impl ExternalIssuer {
         }
         // The provider's `sid` is its own session id, not one of our refresh families, and
         // its tokens never resume one of our sessions.
-        Ok(verified(token, claims, None, None))
+        Ok(Verified {
+            external: true,
+            ..verified(token, claims, None, None)
+        })
     }
 }
 

@@ -109,6 +109,9 @@ pub struct Verified {
     pub resume_session: Option<String>,
     /// For an access token roomgate issued: the login (refresh family) it descends from.
     pub family: Option<String>,
+    /// Set for a token from an external provider (`auth.issuers`): its `sub` is the
+    /// provider's name for the user, which must not be taken for a built-in account's.
+    pub external: bool,
     /// Revocation keys of this token: `jti:..` when it has one, and always `sha256:..`.
     pub keys: Vec<String>,
 }
@@ -414,6 +417,7 @@ fn verified(
         expires_at: claims.exp,
         resume_session,
         family,
+        external: false,
         keys,
     }
 }

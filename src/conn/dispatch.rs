@@ -150,6 +150,7 @@ impl Conn {
                 "other_user",
             ));
         }
+        self.check_foreign_sub(v)?;
         // As in `establish`: checked for the answer, then again once the keys are in the
         // registry, so a revocation racing with this refresh either finds the socket by
         // the new keys or is seen by the second check.
@@ -312,6 +313,7 @@ impl Conn {
         if self.is_revoked(v, &v.keys)? {
             return Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked"));
         }
+        self.check_foreign_sub(v)?;
         let resumed = match &v.resume_session {
             Some(sid) => match store.session(sid)? {
                 Some(s) if s.user_id == v.user_id && s.expires_ms > now_ms() => Some(s),
@@ -455,6 +457,19 @@ impl Conn {
         }
         let permissions = self.state.roles.permissions(&roles, &grants.permissions);
         Ok((roles, permissions))
+    }
+
+    /// Refuses a token from an external provider whose `sub` names a built-in account:
+    /// stored roles, grants and sessions are keyed by user id, so the provider's "admin"
+    /// would otherwise act as roomgate's own `admin`.
+    fn check_foreign_sub(&self, v: &Verified) -> Result<(), AuthFailure> {
+        if v.external && self.state.store.account(&v.user_id)?.is_some() {
+            return Err(AuthFailure::Client(
+                ErrorCode::AuthFailed,
+                "sub_collides_with_account",
+            ));
+        }
+        Ok(())
     }
 
     /// Whether any of the token's revocation keys, a missing refresh family, or a
