@@ -123,7 +123,8 @@ pub async fn login(
         return Err(HttpError::InvalidCredentials.into());
     }
     let account = account.ok_or(HttpError::InvalidCredentials)?;
-    state.login_failures.release(&account_key, now);
+    // The right password ends a run of failures (and frees this attempt's slot).
+    state.login_failures.reset(&account_key);
     let family = random_hex(16);
     let family_expires_ms = now.saturating_add(cfg.refresh_token_secs.saturating_mul(1000));
     state

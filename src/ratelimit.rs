@@ -166,10 +166,9 @@ impl Limiters {
 
 /// Failed attempts per key in a sliding window (failed logins per account, as OWASP ASVS
 /// asks). An attempt takes its slot before the password is checked, under the lock, so
-/// parallel attempts cannot all pass a check made before any of them failed; a success
-/// gives its slot back, a failure keeps it. So a user who types the password right is
-/// never locked out by their own attempts, and no more than `points` guesses per window
-/// ever reach the hasher.
+/// parallel attempts cannot all pass a check made before any of them failed; a failure
+/// keeps its slot, and a success clears the key. So a user who types the password right
+/// starts afresh, and no more than `points` guesses in a row ever reach the hasher.
 pub struct FailureWindow {
     points: usize,
     window_ms: u64,
@@ -209,18 +208,10 @@ impl FailureWindow {
         }
     }
 
-    /// Gives back the slot an attempt took at `at_ms` (it succeeded). Slots taken at the
-    /// same time are alike, so any one of them goes.
-    pub fn release(&self, key: &str, at_ms: u64) {
-        let mut map = self.lock();
-        if let Some(q) = map.get_mut(key) {
-            if let Some(i) = q.iter().rposition(|t| *t == at_ms) {
-                q.remove(i);
-            }
-            if q.is_empty() {
-                map.remove(key);
-            }
-        }
+    /// Forgets `key`'s failures: the right password ends a run of wrong ones (attempts
+    /// still in flight lose their slots too; at most `points` of them can be).
+    pub fn reset(&self, key: &str) {
+        self.lock().remove(key);
     }
 
     /// Drops keys whose failures have all aged out.
@@ -238,9 +229,10 @@ mod tests {
             points: 2,
             duration_secs: 10,
         });
-        // A success gives its slot back.
+        // A success clears the key, earlier failures included.
         assert!(w.reserve("a", 0).is_ok());
-        w.release("a", 0);
+        assert!(w.reserve("a", 0).is_ok());
+        w.reset("a");
         assert!(w.lock().is_empty());
         // Failures keep theirs; the third attempt finds none left.
         assert!(w.reserve("a", 0).is_ok());
@@ -263,7 +255,7 @@ mod tests {
         assert!(w.reserve("a", 5).is_ok());
         assert!(w.reserve("a", 5).is_ok());
         assert!(w.reserve("a", 5).is_err());
-        w.release("a", 5);
+        w.reset("a");
         assert!(w.reserve("a", 6).is_ok());
     }
 

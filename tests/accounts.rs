@@ -246,6 +246,23 @@ async fn parallel_wrong_passwords_reach_the_hasher_no_more_than_the_limit() {
 }
 
 #[tokio::test]
+async fn a_successful_login_resets_the_accounts_failures() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.failed_logins = Quota {
+            points: 2,
+            duration_secs: 3600,
+        };
+    })
+    .await;
+    assert_eq!(login(s.addr, "admin", "guess-1").await.status, 401);
+    login_ok(&s, "admin", ADMIN_PASSWORD).await;
+    // The earlier failure is forgotten: two more wrong passwords are answered, not limited.
+    assert_eq!(login(s.addr, "admin", "guess-2").await.status, 401);
+    assert_eq!(login(s.addr, "admin", "guess-3").await.status, 401);
+    assert_eq!(login(s.addr, "admin", "guess-4").await.status, 429);
+}
+
+#[tokio::test]
 async fn bad_bodies_get_json_errors() {
     let s = TestServer::start_with(|c| c.accounts.max_body_bytes = 512).await;
     let r = http_request(s.addr, "POST", "/auth/login", &[], b"{not json").await;
