@@ -86,11 +86,13 @@ pub async fn login(
     if password.len() > cfg.max_password_bytes || username.len() > 256 {
         return Err(HttpError::InvalidRequest.into());
     }
-    let account_key = username.to_ascii_lowercase();
+    // Usernames are looked up exactly, so failures are counted exactly too: "ADMIN"
+    // can never be `admin`, and guessing at it must not lock `admin` out.
+    let account_key = username;
     let now = now_ms();
     // The slot is taken before hashing, so parallel guesses cannot all pass the check
     // before the first of them fails.
-    if let Err(ms) = state.login_failures.reserve(&account_key, now) {
+    if let Err(ms) = state.login_failures.reserve(account_key, now) {
         return Err(too_many(state, ip, "account", ms));
     }
     let account = if valid_username(username) {
@@ -124,7 +126,7 @@ pub async fn login(
     }
     let account = account.ok_or(HttpError::InvalidCredentials)?;
     // The right password ends a run of failures (and frees this attempt's slot).
-    state.login_failures.reset(&account_key);
+    state.login_failures.reset(account_key);
     let family = random_hex(16);
     let family_expires_ms = now.saturating_add(cfg.refresh_token_secs.saturating_mul(1000));
     state

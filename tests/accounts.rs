@@ -263,6 +263,23 @@ async fn a_successful_login_resets_the_accounts_failures() {
 }
 
 #[tokio::test]
+async fn failures_count_against_the_exact_username_that_is_looked_up() {
+    let s = TestServer::start_with(|c| {
+        c.accounts.failed_logins = Quota {
+            points: 2,
+            duration_secs: 3600,
+        };
+    })
+    .await;
+    // "ADMIN" is not the `admin` account (lookups are exact)...
+    assert_eq!(login(s.addr, "ADMIN", ADMIN_PASSWORD).await.status, 401);
+    assert_eq!(login(s.addr, "ADMIN", "guess").await.status, 401);
+    assert_eq!(login(s.addr, "ADMIN", "guess").await.status, 429);
+    // ...so guessing at it does not lock `admin` out.
+    login_ok(&s, "admin", ADMIN_PASSWORD).await;
+}
+
+#[tokio::test]
 async fn bad_bodies_get_json_errors() {
     let s = TestServer::start_with(|c| c.accounts.max_body_bytes = 512).await;
     let r = http_request(s.addr, "POST", "/auth/login", &[], b"{not json").await;
