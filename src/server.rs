@@ -110,12 +110,15 @@ impl Server {
         let secrets = secrets::resolve(&cfg)?;
         let store = Store::open(&cfg.data_dir, &cfg.store)?;
         let passwords = Passwords::new(&cfg.accounts)?;
+        // Key files are read before the first admin is made: a start that fails on them
+        // must not have printed (and spent) the one-time admin password.
+        let verifier = Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)?);
         if cfg.accounts.enabled {
             bootstrap_admin(&store, &cfg, &passwords).await?;
         }
         let cfg = Arc::new(cfg);
         let state = AppState {
-            verifier: Arc::new(Verifier::new(&cfg, &secrets.jwt, &secrets.ws)?),
+            verifier,
             roles: Arc::new(RoleTable::load(&store)?),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),

@@ -663,6 +663,25 @@ async fn a_providers_sub_naming_a_built_in_account_is_refused() {
 // Key files that stop the server
 // ---------------------------------------------------------------------------------------
 
+/// A bad key file stops the start before the first admin account is made, so its
+/// one-time password is not printed for a server that never ran.
+#[tokio::test]
+async fn a_bad_key_file_stops_the_start_before_the_admin_is_made() {
+    let keys = tempfile::tempdir().unwrap();
+    let missing = keys.path().join("missing.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.auth.issuers = vec![pem_issuer("https://i", "RS256", &missing, None)];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    assert!(
+        roomgate::server::Server::start(cfg.clone(), listener)
+            .await
+            .is_err()
+    );
+    let store = roomgate::store::Store::open(&cfg.data_dir, &cfg.store).unwrap();
+    assert_eq!(store.account_count(), 0, "admin made by a failed start");
+}
+
 #[tokio::test]
 async fn bad_key_files_stop_the_server_naming_the_file() {
     let keys = tempfile::tempdir().unwrap();
