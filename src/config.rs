@@ -717,6 +717,14 @@ impl Config {
                     iss.issuer
                 ));
             }
+            // Tokens naming it would go to the provider's keys only, so the shared-secret
+            // tokens that `auth.issuer` asks for could never verify.
+            if a.issuer.as_deref() == Some(iss.issuer.as_str()) {
+                p.push(format!(
+                    "{at}: issuer {:?} is also auth.issuer (the shared-secret tokens' issuer)",
+                    iss.issuer
+                ));
+            }
         }
         let ac = &self.accounts;
         if ac.issuer.is_empty() || ac.audience.is_empty() {
@@ -1296,6 +1304,26 @@ mod tests {
         let p = c.problems();
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(p[0].contains("auth.token_expiry_secs must be at most"));
+    }
+
+    #[test]
+    fn an_external_issuer_must_not_be_one_of_roomgates_own() {
+        let entry = |issuer: &str| IssuerConfig {
+            issuer: issuer.into(),
+            audience: None,
+            algorithm: "RS256".into(),
+            public_key_file: Some("k.pem".into()),
+            jwks_file: None,
+        };
+        let mut c = Config::default();
+        c.auth.issuer = Some("https://backend.example".into());
+        c.auth.issuers = vec![entry("https://idp.example")];
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.auth.issuers = vec![entry("https://backend.example"), entry("roomgate")];
+        let p = c.problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("auth.issuers[0]") && p[0].contains("auth.issuer"));
+        assert!(p[1].contains("auth.issuers[1]") && p[1].contains("accounts.issuer"));
     }
 
     #[test]
