@@ -60,6 +60,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
+    pub notifications: NotificationsConfig,
 }
 
 /// `GET /metrics`.
@@ -348,6 +349,49 @@ pub struct SecurityConfig {
     pub max_security_events: u64,
 }
 
+/// Personal notifications: the per-user inbox and the limits on what a publisher sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Unacknowledged notifications kept per user; the oldest is dropped beyond it. At
+    /// most half of `connection.outbound_queue`, so replaying a full inbox after `auth`
+    /// cannot overflow the socket's queue. Default 100.
+    pub inbox_max_count: usize,
+    /// Seconds an unacknowledged notification is kept; the sweeper drops older ones.
+    /// Default 604800 (7 days).
+    pub inbox_max_age_secs: u64,
+    /// Users one `notification` (or one API call) may address. Default 100.
+    pub max_recipients: usize,
+    /// Longest user id a notification may be addressed to, bytes. Default 256.
+    pub max_user_id_bytes: usize,
+    /// Longest `kind`, bytes (`A-Z a-z 0-9 _ - . :`). Default 64.
+    pub max_kind_bytes: usize,
+    /// Longest `title`, characters. Default 200.
+    pub max_title_chars: usize,
+    /// Longest `body`, characters. Default 4000.
+    pub max_body_chars: usize,
+    /// Largest `data`, bytes of compact JSON. Default 8192.
+    pub max_data_bytes: usize,
+    /// Ids one `notification_ack` may carry. Default 100.
+    pub max_ack_ids: usize,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            inbox_max_count: 100,
+            inbox_max_age_secs: 7 * 86_400,
+            max_recipients: 100,
+            max_user_id_bytes: 256,
+            max_kind_bytes: 64,
+            max_title_chars: 200,
+            max_body_chars: 4000,
+            max_data_bytes: 8192,
+            max_ack_ids: 100,
+        }
+    }
+}
+
 /// The embedded database and background writers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -382,6 +426,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -598,6 +643,9 @@ impl Config {
                         serde_json::from_value::<SecurityConfig>(section.clone()).map(drop)
                     }
                     "store" => serde_json::from_value::<StoreConfig>(section.clone()).map(drop),
+                    "notifications" => {
+                        serde_json::from_value::<NotificationsConfig>(section.clone()).map(drop)
+                    }
                     _ => Ok(()),
                 };
                 if let Err(e) = result {
@@ -943,6 +991,33 @@ impl Config {
         }
         if st.audit_queue == 0 || st.history_queue == 0 {
             p.push("store.audit_queue and history_queue must be positive".into());
+        }
+        let n = &self.notifications;
+        for (name, v) in [
+            ("inbox_max_count", n.inbox_max_count),
+            ("max_recipients", n.max_recipients),
+            ("max_user_id_bytes", n.max_user_id_bytes),
+            ("max_kind_bytes", n.max_kind_bytes),
+            ("max_title_chars", n.max_title_chars),
+            ("max_body_chars", n.max_body_chars),
+            ("max_data_bytes", n.max_data_bytes),
+            ("max_ack_ids", n.max_ack_ids),
+        ] {
+            if v == 0 {
+                p.push(format!("notifications.{name} must be positive"));
+            }
+        }
+        if n.inbox_max_count > c.outbound_queue / 2 {
+            p.push(format!(
+                "notifications.inbox_max_count must be at most half of connection.outbound_queue ({}), so an inbox replay fits in a socket's queue",
+                c.outbound_queue / 2
+            ));
+        }
+        if n.inbox_max_age_secs == 0 || n.inbox_max_age_secs > 3_650 * DAY {
+            p.push(format!(
+                "notifications.inbox_max_age_secs must be between 1 and {}",
+                3_650 * DAY
+            ));
         }
         p
     }

@@ -2,7 +2,8 @@
 //! socket → [`http`] (upgrade, origin, client IP) → [`conn`] (one task per connection)
 //! → [`protocol`] decode → `conn::dispatch` → [`auth`] / [`ratelimit`] / [`authz`] →
 //! [`hub`] (rooms, fan-out into bounded [`hub::Outbound`] queues) → each member's task
-//! writes. Durable facts live in [`store`] (sled), written off the fan-out path by
+//! writes. Personal notifications go through [`notify`] (per-user inbox and live
+//! subscribers). Durable facts live in [`store`] (sled), written off the fan-out path by
 //! [`history`] and [`audit`]; [`sweeper`] expires them. [`server`] wires it all
 //! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
 //! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.
@@ -23,6 +24,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod passwords;
 pub mod policy;
 pub mod protocol;

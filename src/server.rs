@@ -20,6 +20,7 @@ use crate::authz::RoleTable;
 use crate::config::Config;
 use crate::history::HistoryWriter;
 use crate::hub::{Hub, Registry};
+use crate::notify::Notifier;
 use crate::passwords::{PasswordError, Passwords};
 use crate::protocol::CloseCode;
 use crate::ratelimit::FailureWindow;
@@ -128,6 +129,7 @@ impl Server {
                 cfg.rooms.message_history,
             ),
             hub: Arc::new(Hub::new(store.clone(), cfg.rooms.clone())),
+            notifier: Arc::new(Notifier::new(store.clone(), &cfg.notifications)),
             registry: Arc::new(Registry::new(
                 cfg.connection.max_unauthenticated_per_ip,
                 cfg.connection.max_connections_per_user,

@@ -14,6 +14,7 @@ use crate::config::{Cidr, Config};
 use crate::history::HistoryWriter;
 use crate::hub::{Hub, Registry};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::passwords::Passwords;
 use crate::ratelimit::{FailureWindow, Limiters};
 use crate::store::Store;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// Counters for `GET /metrics`.
     pub metrics: Arc<Metrics>,
     pub history: HistoryWriter,
+    /// Users' notification subscribers and inbox ordering.
+    pub notifier: Arc<Notifier>,
     pub trusted_proxies: Arc<[Cidr]>,
     /// Cancelled when shutdown begins.
     pub shutdown: CancellationToken,

@@ -1,5 +1,6 @@
 //! Periodic expiry: sessions past `expires_ms`, revocations of tokens that have expired
-//! anyway, security events past retention or over the count cap, idle limiter keys, and
+//! anyway, notifications older than `notifications.inbox_max_age_secs`, security events
+//! past retention or over the count cap, idle limiter keys, and
 //! rooms: empty rooms are unloaded from memory (after a history barrier, so a reload
 //! reads the true last seq) and auto-created rooms empty for longer than
 //! `rooms.room_expiry_secs` are deleted with their history. Store scans run on the
@@ -53,6 +54,12 @@ fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>)
     log(
         "refresh_tokens",
         store.sweep_refresh(now, crate::accounts::family_grace_ms(cfg)),
+    );
+    log(
+        "notifications",
+        store.sweep_notifications(
+            now.saturating_sub(cfg.notifications.inbox_max_age_secs.saturating_mul(1000)),
+        ),
     );
     state.login_failures.sweep(now);
     let retention_ms = cfg.security.log_retention_days * 86_400_000;

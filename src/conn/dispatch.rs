@@ -12,6 +12,7 @@ use crate::audit::Outcome;
 use crate::auth::{AuthError, Verified, random_hex};
 use crate::authz::Permissions;
 use crate::hub::{JoinError, Lookup, MemberInfo};
+use crate::notify::NewNotification;
 use crate::protocol::{
     self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, RoomLeft,
     TokenExpiry, UserView, now_ms,
@@ -83,6 +84,22 @@ impl Conn {
                 ban,
             } => self.on_kick(&room_id, target, ban).await,
             ClientFrame::RoomAcl { room_id, change } => self.on_room_acl(&room_id, change).await,
+            ClientFrame::Notification {
+                target,
+                kind,
+                title,
+                body,
+                data,
+            } => {
+                let n = NewNotification {
+                    kind,
+                    title,
+                    body,
+                    data,
+                };
+                self.on_notification(target, n).await
+            }
+            ClientFrame::NotificationAck { ids } => self.on_notification_ack(ids).await,
             ClientFrame::Heartbeat => {
                 self.out.send_text(protocol::encode(
                     "heartbeat_response",
@@ -274,6 +291,8 @@ impl Conn {
                 );
                 self.session = Session::Authenticated(identity);
                 self.arm_token(verified.expires_at);
+                // After `auth_success` (and any `token_expiring`): the inbox, then live.
+                self.deliver_inbox().await;
             }
             Err(AuthFailure::Client(code, reason)) => {
                 self.auth_failed(code, reason, Some(&verified.user_id))

@@ -10,6 +10,7 @@
 
 mod dispatch;
 mod moderation;
+mod notifications;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use crate::audit::Outcome;
 use crate::auth::random_hex;
 use crate::authz::{self, Access, Permissions, Subject};
 use crate::hub::{Admission, Membership, Outbound};
+use crate::notify;
 use crate::protocol::{self, CloseCode, ErrorCode, Handshake, TokenExpiry, now_ms};
 use crate::state::AppState;
 use crate::store::RoomRecord;
@@ -76,6 +78,8 @@ struct Conn {
     rooms: HashMap<String, Membership>,
     /// The rights last told to the client per room, to announce only changes.
     room_access: HashMap<String, Access>,
+    /// Live notifications for the user, from the inbox replay after `auth` on.
+    notifications: Option<notify::Subscription>,
     /// `exp` of the token the connection lives on (seconds); 0 before `auth`.
     token_expires_at: u64,
     /// Set by `auth` and `refresh`; the run loop re-arms its token timers from it.
@@ -135,6 +139,7 @@ async fn serve<S>(
         session: Session::Pending(admission),
         rooms: HashMap::new(),
         room_access: HashMap::new(),
+        notifications: None,
         token_expires_at: 0,
         token_timers: None,
         state,

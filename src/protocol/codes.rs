@@ -51,13 +51,23 @@ pub enum ErrorCode {
     NotMember,
     /// `refresh` with a token for another user, or on an unauthenticated connection.
     RefreshRejected,
+    /// `notification` names none or several of `userId`, `userIds`, `roomId`, an empty
+    /// list, or a user id that is empty or over `notifications.max_user_id_bytes`.
+    InvalidRecipients,
+    /// `notification` addresses more than `notifications.max_recipients` users.
+    TooManyRecipients,
+    /// A notification's `title`, `body` or `data` is over its `notifications.*` limit;
+    /// `field` names it.
+    NotificationTooLarge,
+    /// `notification_ack` carries more than `notifications.max_ack_ids` ids.
+    TooManyIds,
     /// Something failed inside the server; the cause is in the server log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every variant, in the order of the README table.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::InvalidFormat,
         ErrorCode::InvalidStructure,
         ErrorCode::NestingTooDeep,
@@ -80,6 +90,10 @@ impl ErrorCode {
         ErrorCode::TooManyRooms,
         ErrorCode::NotMember,
         ErrorCode::RefreshRejected,
+        ErrorCode::InvalidRecipients,
+        ErrorCode::TooManyRecipients,
+        ErrorCode::NotificationTooLarge,
+        ErrorCode::TooManyIds,
         ErrorCode::Internal,
     ];
 
@@ -108,6 +122,10 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::NotMember => "not_member",
             ErrorCode::RefreshRejected => "refresh_rejected",
+            ErrorCode::InvalidRecipients => "invalid_recipients",
+            ErrorCode::TooManyRecipients => "too_many_recipients",
+            ErrorCode::NotificationTooLarge => "notification_too_large",
+            ErrorCode::TooManyIds => "too_many_ids",
             ErrorCode::Internal => "internal",
         }
     }
@@ -138,6 +156,10 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "Too many rooms",
             ErrorCode::NotMember => "Not a member of the room",
             ErrorCode::RefreshRejected => "Token refresh rejected",
+            ErrorCode::InvalidRecipients => "Invalid recipients",
+            ErrorCode::TooManyRecipients => "Too many recipients",
+            ErrorCode::NotificationTooLarge => "Notification too large",
+            ErrorCode::TooManyIds => "Too many ids",
             ErrorCode::Internal => "Internal error",
         }
     }

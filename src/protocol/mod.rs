@@ -36,6 +36,25 @@ pub enum ClientFrame {
     },
     /// `room_acl {roomId, ...changes}`: a room admin reads or changes the room's ACL.
     RoomAcl { room_id: String, change: AclChange },
+    /// `notification {userId | userIds | roomId, kind?, title?, body, data?}`: a
+    /// publisher (`notify:publish`) notifies users or a room's members.
+    Notification {
+        target: NotifyTarget,
+        kind: Option<String>,
+        title: Option<String>,
+        body: String,
+        data: Option<Value>,
+    },
+    /// `notification_ack {ids}`: the client has the notifications; delete them.
+    NotificationAck { ids: Vec<u64> },
+}
+
+/// Whom a `notification` frame addresses: exactly one of `userId`, `userIds`, `roomId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyTarget {
+    /// `userId` (as a one-element list) or `userIds`.
+    Users(Vec<String>),
+    Room(String),
 }
 
 /// Whom a `kick` names.
@@ -80,6 +99,8 @@ impl ClientFrame {
             ClientFrame::Presence { .. } => "presence",
             ClientFrame::Kick { .. } => "kick",
             ClientFrame::RoomAcl { .. } => "room_acl",
+            ClientFrame::Notification { .. } => "notification",
+            ClientFrame::NotificationAck { .. } => "notification_ack",
         }
     }
 }
@@ -203,7 +224,49 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
                 },
             })
         }
+        "notification" => Ok(ClientFrame::Notification {
+            target: notify_target(&mut data)?,
+            kind: opt_string(&mut data, "kind")?,
+            title: opt_string(&mut data, "title")?,
+            body: string_field(&mut data, "body")?,
+            data: data.remove("data").filter(|v| !v.is_null()),
+        }),
+        "notification_ack" => match data.remove("ids") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_u64().ok_or(DecodeError::field("ids")))
+                .collect::<Result<Vec<u64>, _>>()
+                .map(|ids| ClientFrame::NotificationAck { ids }),
+            _ => Err(DecodeError::field("ids")),
+        },
         _ => Err(DecodeError::code(ErrorCode::UnknownType)),
+    }
+}
+
+/// Exactly one of `userId`, `userIds` and `roomId` (a null counts as absent).
+fn notify_target(data: &mut Map<String, Value>) -> Result<NotifyTarget, DecodeError> {
+    let mut take = |name| data.remove(name).filter(|v: &Value| !v.is_null());
+    match (take("userId"), take("userIds"), take("roomId")) {
+        (Some(user), None, None) => match user {
+            Value::String(u) => Ok(NotifyTarget::Users(vec![u])),
+            _ => Err(DecodeError::field("userId")),
+        },
+        (None, Some(users), None) => match users {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(u) => Ok(u),
+                    _ => Err(DecodeError::field("userIds")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(NotifyTarget::Users),
+            _ => Err(DecodeError::field("userIds")),
+        },
+        (None, None, Some(room)) => match room {
+            Value::String(r) => Ok(NotifyTarget::Room(r)),
+            _ => Err(DecodeError::field("roomId")),
+        },
+        _ => Err(DecodeError::code(ErrorCode::InvalidRecipients)),
     }
 }
 
@@ -466,6 +529,44 @@ pub struct TokenExpiry {
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatResponse {
     pub server_time: u64,
+}
+
+/// The `data` of a `notification` frame: one entry of a user's inbox.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationView<'a> {
+    /// Unique, and increasing in the order one user's notifications were published.
+    pub id: u64,
+    pub from: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<&'a str>,
+    pub body: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<&'a str>,
+    /// Created at, ms since the epoch.
+    pub timestamp: u64,
+}
+
+/// `notification_sent {recipients, connections, roomId?}`: the answer to a publisher's
+/// `notification`: users it was stored for, and their open connections it reached.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationSent<'a> {
+    pub recipients: usize,
+    pub connections: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<&'a str>,
+}
+
+/// `notification_acked {removed}`: the answer to `notification_ack`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationAcked {
+    pub removed: usize,
 }
 
 /// `error {code, message, field?, retryAfterMs?}`.

@@ -17,6 +17,10 @@
 //! - `refreshdigest_refresh`: hex SHA-256 of a refresh token => [`RefreshRecord`]
 //! - `familyid_family`: refresh family id => [`FamilyRecord`]
 //! - `rolename_role`: role name => [`RoleRecord`] (schema 2)
+//! - `useridseq_notification`: user id ++ 0xFF ++ id u64 BE => [`NotificationRecord`]
+//! - `tsuseridseq_inbox`: created ms u64 BE ++ the `useridseq_notification` key => empty
+//!   (the inbox age index; both trees are new and start empty, so older databases need
+//!   no migration step)
 //!
 //! `backup.rs` copies every tree by name, so a tree added here is backed up with no
 //! further change.
@@ -26,6 +30,7 @@ pub mod backup;
 pub mod codec;
 mod events;
 mod history;
+mod notifications;
 mod refresh;
 mod revocations;
 mod roles;
@@ -38,6 +43,7 @@ use std::path::Path;
 pub use accounts::AccountRecord;
 pub use events::{EventFilter, EventRecord};
 pub use history::HistoryRecord;
+pub use notifications::NotificationRecord;
 pub use refresh::{FamilyRecord, RefreshRecord, RefreshUse};
 pub use revocations::Revocation;
 pub use roles::RoleRecord;
@@ -94,6 +100,8 @@ pub struct Store {
     refresh: sled::Tree,
     families: sled::Tree,
     roles: sled::Tree,
+    notifications: sled::Tree,
+    notification_index: sled::Tree,
 }
 
 impl Store {
@@ -138,6 +146,8 @@ impl Store {
             refresh: tree("refreshdigest_refresh")?,
             families: tree("familyid_family")?,
             roles: tree("rolename_role")?,
+            notifications: tree("useridseq_notification")?,
+            notification_index: tree("tsuseridseq_inbox")?,
             db,
         };
         store.migrate(&shown)?;
