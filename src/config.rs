@@ -1402,6 +1402,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_inbox_replay_must_fit_half_the_outbound_queue() {
+        let mut c = Config::default();
+        c.connection.outbound_queue = 1024;
+        c.notifications.inbox_max_count = 512;
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.notifications.inbox_max_count = 513;
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("notifications.inbox_max_count"), "{p:?}");
+        c.notifications.inbox_max_count = 10;
+        c.notifications.inbox_max_age_secs = 0;
+        c.notifications.max_ack_ids = 0;
+        assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
+    }
+
+    #[test]
     fn redacted_hides_secrets() {
         let mut c = Config::default();
         c.auth.jwt_secret = Some(Secret("hunter2-hunter2".into()));
