@@ -55,6 +55,9 @@ fn bodies(store: &Store, user: &str) -> Vec<String> {
         .collect()
 }
 
+/// A frame's `data`, and `None` when it is accepted or the expected `(code, field)`.
+type Row = (Value, Option<(&'static str, Option<&'static str>)>);
+
 fn plain(body: &str) -> NewNotification {
     NewNotification {
         body: body.into(),
@@ -490,8 +493,7 @@ async fn notification_input_is_checked_at_every_limit() {
     })
     .await;
     let mut alice = publisher(&s, "alice").await;
-    // (data, None when accepted, or (code, field)).
-    let rows: Vec<(Value, Option<(&str, Option<&str>)>)> = vec![
+    let rows: Vec<Row> = vec![
         (json!({"userId": "ab", "body": "123456"}), None),
         (json!({"userId": "ab", "body": "éééééé"}), None),
         (
@@ -581,7 +583,7 @@ async fn notification_input_is_checked_at_every_limit() {
             }
         }
     }
-    let acks: Vec<(Value, Option<(&str, Option<&str>)>)> = vec![
+    let acks: Vec<Row> = vec![
         (json!({"ids": [1, 2]}), None),
         (json!({"ids": []}), None),
         (json!({"ids": [1, 2, 3]}), Some(("too_many_ids", None))),
