@@ -152,7 +152,9 @@ pub fn prepare(cfg: &Config, n: NewNotification) -> Result<Prepared, NotifyError
         return Err(NotifyError::TooLarge("body"));
     }
     let body = crate::content::sanitize(&n.body, strip, limits.max_body_chars);
-    let data_text = match &n.data {
+    // A JSON null is no data, as in the frame.
+    let data = n.data.filter(|v| !v.is_null());
+    let data_text = match &data {
         Some(v) => {
             let text = serde_json::to_string(v).map_err(|_| NotifyError::InvalidField("data"))?;
             if text.len() > limits.max_data_bytes {
@@ -166,7 +168,7 @@ pub fn prepare(cfg: &Config, n: NewNotification) -> Result<Prepared, NotifyError
         kind: n.kind,
         title,
         body,
-        data: n.data,
+        data,
         data_text,
     })
 }
@@ -180,12 +182,13 @@ pub fn check_recipients(cfg: &Config, user_ids: &[String]) -> Result<Vec<String>
     if user_ids.len() > limits.max_recipients {
         return Err(NotifyError::TooManyRecipients);
     }
+    let mut seen = std::collections::HashSet::with_capacity(user_ids.len());
     let mut out: Vec<String> = Vec::with_capacity(user_ids.len());
     for u in user_ids {
         if u.is_empty() || u.len() > limits.max_user_id_bytes {
             return Err(NotifyError::InvalidRecipients);
         }
-        if !out.contains(u) {
+        if seen.insert(u.as_str()) {
             out.push(u.clone());
         }
     }

@@ -273,10 +273,18 @@ fn the_age_sweep_keeps_entries_created_at_its_cutoff() {
     let left: Vec<u64> = store.inbox("u").unwrap().iter().map(|r| r.id).collect();
     assert_eq!(left, [2, 3]);
     assert!(store.inbox("v").unwrap().is_empty());
-    // Acknowledged entries leave the age index too: nothing is left to sweep.
-    assert_eq!(store.ack_notifications("u", &[2, 3, 99]).unwrap(), 2);
-    assert_eq!(store.sweep_notifications(u64::MAX).unwrap(), 0);
+    // Acknowledged and deleted entries are gone; a later sweep finds only what is left.
+    assert_eq!(store.ack_notifications("u", &[2, 99]).unwrap(), 1);
+    store.put_notification("w", &record(5, 10), 10).unwrap();
+    assert_eq!(store.delete_inbox("w").unwrap(), 1);
+    assert_eq!(store.delete_inbox("w").unwrap(), 0);
+    assert_eq!(
+        store.sweep_notifications(1002).unwrap(),
+        1,
+        "only id 3 is left"
+    );
     assert_eq!(store.notification_count(), 0);
+    assert_eq!(store.sweep_notifications(u64::MAX).unwrap(), 0);
 }
 
 #[tokio::test]

@@ -128,6 +128,23 @@ impl Store {
         Ok(n)
     }
 
+    /// Deletes a user's whole inbox (for when the user is deleted); returns how many
+    /// entries went.
+    pub fn delete_inbox(&self, user_id: &str) -> Result<usize, StoreError> {
+        let keys: Vec<sled::IVec> = self
+            .notifications
+            .scan_prefix(prefix(user_id))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for k in keys {
+            if self.remove_notification(&k)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Entries in every inbox together.
     pub fn notification_count(&self) -> usize {
         self.notifications.len()
