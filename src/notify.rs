@@ -315,7 +315,7 @@ pub async fn subscribe(
 /// Live subscribers and the per-user ordering locks.
 pub struct Notifier {
     store: Store,
-    /// Kept below `connection.outbound_queue / 2` by config validation, so a replay fits.
+    /// At most half of `connection.outbound_queue`, so a replay fits the socket's queue.
     inbox_max_count: usize,
     inbox_max_age_ms: u64,
     stripes: Box<[Stripe]>,
@@ -340,11 +340,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Notifier {
-    pub fn new(store: Store, cfg: &crate::config::NotificationsConfig) -> Notifier {
+    /// The inbox keeps `notifications.inbox_max_count` entries, but never more than half
+    /// of `connection.outbound_queue`: the whole inbox is queued to a socket at once,
+    /// while its task is still busy with `auth`, and must leave room for live frames.
+    pub fn new(store: Store, cfg: &Config) -> Notifier {
+        let n = &cfg.notifications;
+        let fits = (cfg.connection.outbound_queue / 2).max(1);
+        if n.inbox_max_count > fits {
+            tracing::warn!(
+                configured = n.inbox_max_count,
+                used = fits,
+                "notifications.inbox_max_count is more than half of connection.outbound_queue; using half"
+            );
+        }
         Notifier {
             store,
-            inbox_max_count: cfg.inbox_max_count,
-            inbox_max_age_ms: cfg.inbox_max_age_secs.saturating_mul(1000),
+            inbox_max_count: n.inbox_max_count.min(fits),
+            inbox_max_age_ms: n.inbox_max_age_secs.saturating_mul(1000),
             stripes: (0..STRIPES)
                 .map(|_| Stripe {
                     order: Mutex::new(()),

@@ -129,7 +129,7 @@ impl Server {
                 cfg.rooms.message_history,
             ),
             hub: Arc::new(Hub::new(store.clone(), cfg.rooms.clone())),
-            notifier: Arc::new(Notifier::new(store.clone(), &cfg.notifications)),
+            notifier: Arc::new(Notifier::new(store.clone(), &cfg)),
             registry: Arc::new(Registry::new(
                 cfg.connection.max_unauthenticated_per_ip,
                 cfg.connection.max_connections_per_user,

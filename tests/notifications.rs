@@ -203,6 +203,30 @@ async fn the_inbox_keeps_its_count_and_drops_the_oldest() {
 }
 
 #[tokio::test]
+async fn the_inbox_never_outgrows_half_the_socket_queue() {
+    // A whole inbox is queued at once after auth, so it may use half the queue at most.
+    let s = TestServer::start_with(|c| {
+        c.connection.outbound_queue = 8;
+        c.notifications.inbox_max_count = 100;
+    })
+    .await;
+    let state = s.server().state().clone();
+    for i in 1..=6 {
+        notify::notify_users(&state, "app", &["ines".into()], plain(&format!("n{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(bodies(&state.store, "ines"), ["n3", "n4", "n5", "n6"]);
+    let mut ines = s.authed("ines").await;
+    for want in ["n3", "n4", "n5", "n6"] {
+        assert_eq!(next_notification(&mut ines).await["body"], want);
+    }
+    // Not closed as a slow consumer: the socket still answers.
+    ines.send("heartbeat", json!({})).await;
+    ines.expect("heartbeat_response").await;
+}
+
+#[tokio::test]
 async fn the_sweeper_drops_notifications_past_the_age_limit() {
     let s = TestServer::start_with(|c| {
         c.notifications.inbox_max_age_secs = 1;
