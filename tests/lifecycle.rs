@@ -442,3 +442,25 @@ async fn auth_with_a_ws_token_key_resumes_the_session() {
     assert_eq!(jwt_claims(w2)["sessionId"], sid);
     c.join("lobby").await;
 }
+
+/// A token already past its `exp` but inside the leeway is accepted and the socket
+/// closes at once; `auth_success` and `token_expiring` still reach the client before the
+/// 4001 close. (The frame the writer had taken off the queue when the already-due expiry
+/// timer won its select used to vanish with the write.)
+#[tokio::test]
+async fn a_token_accepted_inside_the_leeway_is_answered_before_the_close() {
+    let s = TestServer::start_with(|c| {
+        c.rate_limits.auth = roomgate::config::Quota {
+            points: 100,
+            duration_secs: 60,
+        }
+    })
+    .await;
+    for i in 0..30 {
+        let exp = now_secs() - 10;
+        let t = token_until("alice", exp, &format!("late-{i}"));
+        let mut c = s.client().await;
+        auth_short(&mut c, &t, exp).await;
+        expect_expired_close(&mut c).await;
+    }
+}

@@ -161,6 +161,8 @@ async fn serve<S>(
     let token_expiry = sleep(Duration::from_secs(MAX_TIMER_SECS));
     let token_notice = sleep(Duration::from_secs(MAX_TIMER_SECS));
     tokio::pin!(auth_deadline, idle, token_expiry, token_notice);
+    // The frame taken off the queue and not yet handed to the socket.
+    let mut in_hand: Option<Message> = None;
 
     let close = loop {
         let authenticated = matches!(conn.session, Session::Authenticated(_));
@@ -199,6 +201,11 @@ async fn serve<S>(
             }
             frame = rx.recv() => {
                 let Some(frame) = frame else { break None };
+                // Parked outside the write future: a timer that is already due wins the
+                // biased select below before the write is first polled, and the frame
+                // must then still go out ahead of the close, not vanish with the future
+                // (an `auth_success` followed at once by the expiry close was lost so).
+                in_hand = Some(frame);
                 // A peer that stops reading blocks this write; close requests and every
                 // timer must still end the connection and take it out of its rooms.
                 tokio::select! {
@@ -208,7 +215,7 @@ async fn serve<S>(
                     _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
                     _ = &mut idle => break Some(CloseCode::InactivityTimeout),
                     _ = &mut token_expiry => break Some(CloseCode::TokenExpired),
-                    written = write_batch(&mut sink, frame, &mut rx) => {
+                    written = write_batch(&mut sink, &mut in_hand, &mut rx) => {
                         if written.is_err() {
                             break None;
                         }
@@ -253,6 +260,9 @@ async fn serve<S>(
             // the close: its backlog is exactly what it could not take.
             let _ = timeout(CLOSE_GRACE, async {
                 if code != CloseCode::SlowConsumer {
+                    if let Some(frame) = in_hand.take() {
+                        sink.feed(frame).await?;
+                    }
                     while let Ok(frame) = rx.try_recv() {
                         sink.feed(frame).await?;
                     }
@@ -273,15 +283,19 @@ async fn serve<S>(
     drop(registration);
 }
 
+/// Writes the frame in hand (taken only once the write starts) and up to a batch of
+/// queued ones, then flushes.
 async fn write_batch<S>(
     sink: &mut S,
-    first: Message,
+    in_hand: &mut Option<Message>,
     rx: &mut mpsc::Receiver<Message>,
 ) -> Result<(), WsError>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    sink.feed(first).await?;
+    if let Some(first) = in_hand.take() {
+        sink.feed(first).await?;
+    }
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
             Ok(frame) => sink.feed(frame).await?,
