@@ -18,6 +18,20 @@ enum Msg<T> {
     },
 }
 
+/// Room reserved in a writer's queue for one item.
+pub struct Slot<T> {
+    permit: mpsc::OwnedPermit<Msg<T>>,
+    sent: Arc<AtomicU64>,
+}
+
+impl<T> Slot<T> {
+    /// Queues the item; never waits.
+    pub fn send(self, item: T) {
+        self.sent.fetch_add(1, Ordering::AcqRel);
+        self.permit.send(Msg::Item(item));
+    }
+}
+
 /// Handle to a batching writer task. Cheap to clone.
 pub struct BatchWriter<T> {
     tx: mpsc::Sender<Msg<T>>,
@@ -89,6 +103,18 @@ impl<T: Send + 'static> BatchWriter<T> {
             return false;
         }
         true
+    }
+
+    /// Waits for room in the queue and holds it: the returned slot queues its item
+    /// without waiting, so a caller can reserve before taking a lock and queue under it
+    /// (queue order then follows the order the lock imposes). None when the writer has
+    /// stopped. Dropping an unused slot gives the room back.
+    pub async fn reserve(&self) -> Option<Slot<T>> {
+        let permit = self.tx.clone().reserve_owned().await.ok()?;
+        Some(Slot {
+            permit,
+            sent: self.sent.clone(),
+        })
     }
 
     /// Queues an item if there is room; never waits.

@@ -319,6 +319,81 @@ pub struct RoomsConfig {
     pub show_emails: bool,
     /// Longest role list, per-user grant list or ban list one room may hold. Default 256.
     pub max_acl_entries: usize,
+    /// Most messages one `history` answer carries; also its default `limit`. Default 100.
+    pub history_max_page: usize,
+    /// Last messages each live room keeps in memory, so a rejoin or a `history` request
+    /// for recent messages is served without the store. Default 256.
+    pub recovery_buffer: usize,
+    /// Longest gap a `join` with `since` replays; a larger one answers `recovered: false`
+    /// (page it with `history`). Capped at half of `connection.outbound_queue`, so a
+    /// replay cannot overflow the joiner's own queue. Default 500.
+    pub max_recovery_messages: u64,
+    /// Seconds a `clientMsgId` is remembered per user and room, so a resend is neither
+    /// stored nor broadcast twice. Default 300.
+    pub dedupe_window_secs: u64,
+    /// Longest `clientMsgId`, bytes (`A-Z a-z 0-9 _ - . :`). Default 64.
+    pub max_client_msg_id_len: usize,
+    /// Client message ids one live room remembers in memory; beyond it the oldest are
+    /// looked up in the store instead. Default 10000.
+    pub dedupe_max_entries: usize,
+    /// History retention per room type.
+    pub retention: RetentionConfig,
+}
+
+/// History retention for each room type (`[rooms.retention.chat]` and so on).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub chat: Retention,
+    pub document: Retention,
+    pub collaboration: Retention,
+    pub notification: Retention,
+}
+
+/// How long one room type keeps its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Messages kept per room; unset uses `rooms.message_history`.
+    pub max_messages: Option<u64>,
+    /// Messages older than this many seconds are deleted by the sweeper; 0 keeps them
+    /// regardless of age. Default 0.
+    pub max_age_secs: u64,
+}
+
+impl Config {
+    /// Longest gap a rejoin replays: `rooms.max_recovery_messages`, at most half of the
+    /// joiner's queue.
+    pub fn max_replay(&self) -> u64 {
+        self.rooms
+            .max_recovery_messages
+            .min((self.connection.outbound_queue / 2) as u64)
+    }
+}
+
+impl RoomsConfig {
+    /// The retention of a room type as configured (unknown types get chat's).
+    pub fn retention(&self, kind: &str) -> Retention {
+        match kind {
+            "document" => self.retention.document,
+            "collaboration" => self.retention.collaboration,
+            "notification" => self.retention.notification,
+            _ => self.retention.chat,
+        }
+    }
+
+    /// Messages kept per room of this type.
+    pub fn keep(&self, kind: &str) -> u64 {
+        self.retention(kind)
+            .max_messages
+            .unwrap_or(self.message_history)
+    }
+
+    /// Age past which messages of this type are deleted, ms; None keeps them.
+    pub fn max_age_ms(&self, kind: &str) -> Option<u64> {
+        let secs = self.retention(kind).max_age_secs;
+        (secs > 0).then(|| secs.saturating_mul(1000))
+    }
 }
 
 /// Origin, proxies, content and the security-event log.
@@ -518,6 +593,13 @@ impl Default for RoomsConfig {
             max_room_id_len: 128,
             show_emails: true,
             max_acl_entries: 256,
+            history_max_page: 100,
+            recovery_buffer: 256,
+            max_recovery_messages: 500,
+            dedupe_window_secs: 300,
+            max_client_msg_id_len: 64,
+            dedupe_max_entries: 10_000,
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -864,6 +946,31 @@ impl Config {
         if rooms.message_history == 0 {
             p.push("rooms.message_history must be positive".into());
         }
+        for kind in ROOM_TYPES {
+            if rooms.retention(kind).max_messages == Some(0) {
+                p.push(format!(
+                    "rooms.retention.{kind}.max_messages must be positive"
+                ));
+            }
+            const MAX_AGE: u64 = 36_500 * 86_400;
+            if rooms.retention(kind).max_age_secs > MAX_AGE {
+                p.push(format!(
+                    "rooms.retention.{kind}.max_age_secs must be at most {MAX_AGE}"
+                ));
+            }
+        }
+        if rooms.history_max_page == 0 || rooms.history_max_page > 1000 {
+            p.push("rooms.history_max_page must be between 1 and 1000".into());
+        }
+        if rooms.recovery_buffer > 100_000 {
+            p.push("rooms.recovery_buffer must be at most 100000".into());
+        }
+        if rooms.max_client_msg_id_len == 0 || rooms.max_client_msg_id_len > 256 {
+            p.push("rooms.max_client_msg_id_len must be between 1 and 256".into());
+        }
+        if rooms.dedupe_max_entries == 0 {
+            p.push("rooms.dedupe_max_entries must be positive".into());
+        }
         if !ROOM_TYPES.contains(&rooms.default_type.as_str()) {
             p.push(format!(
                 "rooms.default_type: {:?} is not one of {ROOM_TYPES:?}",
@@ -971,6 +1078,7 @@ impl Config {
                 rooms.room_expiry_secs,
                 3_650 * DAY,
             ),
+            ("rooms.dedupe_window_secs", rooms.dedupe_window_secs, 7 * DAY),
             ("security.log_retention_days", s.log_retention_days, 36_500),
             ("store.flush_every_ms", self.store.flush_every_ms, 60_000),
             (

@@ -1,9 +1,10 @@
 //! roomgate: a self-hosted real-time WebSocket gateway. Crate map, following one frame:
 //! socket → [`http`] (upgrade, origin, client IP) → [`conn`] (one task per connection)
 //! → [`protocol`] decode → `conn::dispatch` → [`auth`] / [`ratelimit`] / [`authz`] →
-//! [`hub`] (rooms, fan-out into bounded [`hub::Outbound`] queues) → each member's task
-//! writes. Personal notifications go through [`notify`] (per-user inbox and live
-//! subscribers). Durable facts live in [`store`] (sled), written off the fan-out path by
+//! [`publish`] (the message path) → [`hub`] (rooms, fan-out into bounded
+//! [`hub::Outbound`] queues) → each member's task writes. Personal notifications go
+//! through [`notify`] (per-user inbox and live subscribers). Durable facts live in
+//! [`store`] (sled), written off the fan-out path by
 //! [`history`] and [`audit`]; [`sweeper`] expires them. [`server`] wires it all
 //! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
 //! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.
@@ -28,6 +29,7 @@ pub mod notify;
 pub mod passwords;
 pub mod policy;
 pub mod protocol;
+pub mod publish;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;

@@ -123,11 +123,7 @@ impl Server {
             roles: Arc::new(RoleTable::load(&store)?),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
-            history: HistoryWriter::start(
-                store.clone(),
-                cfg.store.history_queue,
-                cfg.rooms.message_history,
-            ),
+            history: HistoryWriter::start(store.clone(), cfg.store.history_queue),
             hub: Arc::new(Hub::new(store.clone(), cfg.rooms.clone())),
             notifier: Arc::new(Notifier::new(store.clone(), &cfg)),
             registry: Arc::new(Registry::new(

@@ -1,8 +1,10 @@
 //! Periodic expiry: sessions past `expires_ms`, revocations of tokens that have expired
 //! anyway, notifications older than `notifications.inbox_max_age_secs`, security events
-//! past retention or over the count cap, idle limiter keys, and
-//! rooms: empty rooms are unloaded from memory (after a history barrier, so a reload
-//! reads the true last seq) and auto-created rooms empty for longer than
+//! past retention or over the count cap, idle limiter keys, client message ids past the
+//! dedupe window, messages past their room type's `max_age_secs` (in the store and in
+//! live rooms' rings), and rooms: empty rooms are unloaded from memory (once the history
+//! writer has applied all they published, so a reload reads the true last seq) and
+//! auto-created rooms empty for longer than
 //! `rooms.room_expiry_secs` are deleted with their history. Store scans run on the
 //! blocking pool; each step fails alone, logged. It never touches a live member or socket.
 
@@ -28,9 +30,8 @@ pub async fn run(state: AppState) {
 /// One pass.
 pub async fn sweep(state: &AppState, period: Duration) {
     state.limiters.sweep();
-    // Rooms empty since before `cutoff` have had every message handed to the history
-    // writer before they emptied (a member's own task appends before it can leave);
-    // the barrier makes sure those writes are applied before the rooms are dropped.
+    // A room is dropped only when the writer has applied everything it published (its
+    // pending count is 0); the barrier gets idle rooms there before they are looked at.
     let cutoff = now_ms().saturating_sub(period.as_millis() as u64);
     state.history.sync().await;
     let unloaded = state.hub.unload_idle(cutoff);
@@ -70,6 +71,29 @@ fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>)
             cfg.security.max_security_events,
         ),
     );
+
+    let window_ms = cfg.rooms.dedupe_window_secs.saturating_mul(1000);
+    log(
+        "client message ids",
+        store.sweep_client_msgs(now.saturating_sub(window_ms)),
+    );
+    let aged = cfg.rooms.retention.chat.max_age_secs > 0
+        || cfg.rooms.retention.document.max_age_secs > 0
+        || cfg.rooms.retention.collaboration.max_age_secs > 0
+        || cfg.rooms.retention.notification.max_age_secs > 0;
+    if aged {
+        for record in store.rooms_lossy() {
+            let Some(age) = cfg.rooms.max_age_ms(&record.kind) else {
+                continue;
+            };
+            let cutoff = now.saturating_sub(age);
+            // The ring first: a recovery must not serve what the store no longer has.
+            if let Some(room) = state.hub.get(&record.id) {
+                room.prune_before(cutoff);
+            }
+            log("old messages", store.trim_history_before(&record.id, cutoff));
+        }
+    }
 
     let expiry_ms = cfg.rooms.room_expiry_secs * 1000;
     let expired = |auto: bool, since: u64| auto && expiry_ms > 0 && since + expiry_ms <= now;

@@ -11,14 +11,15 @@ use super::{Conn, Identity, Session};
 use crate::audit::Outcome;
 use crate::auth::{AuthError, Verified, random_hex};
 use crate::authz::Permissions;
-use crate::hub::{JoinError, Lookup, MemberInfo};
+use crate::hub::{Entry, JoinError, Joined, Lookup, MemberInfo, PageQuery, Resume};
 use crate::notify::NewNotification;
 use crate::protocol::{
-    self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, RoomLeft,
-    TokenExpiry, UserView, now_ms,
+    self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, HistoryPage,
+    MessageAck, RoomLeft, TokenExpiry, UserView, now_ms,
 };
+use crate::publish::{self, PublishError, Sender};
 use crate::ratelimit::{Key, Limit};
-use crate::store::{HistoryRecord, SessionRecord, StoreError};
+use crate::store::{SessionRecord, StoreError};
 
 /// Why `auth` failed, split into what the client sees and what the log records.
 enum AuthFailure {
@@ -73,9 +74,26 @@ impl Conn {
         match frame {
             ClientFrame::Auth { token } => self.on_auth(&token).await,
             _ if self.identity().is_none() => self.error(ErrorCode::NotAuthenticated),
-            ClientFrame::Join { room_id } => self.on_join(&room_id),
+            ClientFrame::Join {
+                room_id,
+                since,
+                epoch,
+            } => self.on_join(&room_id, since, epoch).await,
             ClientFrame::Leave { room_id } => self.on_leave(&room_id),
-            ClientFrame::Message { room_id, content } => self.on_message(&room_id, &content).await,
+            ClientFrame::Message {
+                room_id,
+                content,
+                client_msg_id,
+            } => {
+                self.on_message(&room_id, &content, client_msg_id.as_deref())
+                    .await
+            }
+            ClientFrame::History {
+                room_id,
+                since,
+                before,
+                limit,
+            } => self.on_history(&room_id, since, before, limit).await,
             ClientFrame::Refresh { token } => self.on_refresh(&token).await,
             ClientFrame::Presence { room_id } => self.on_presence(&room_id),
             ClientFrame::Kick {
@@ -527,7 +545,7 @@ impl Conn {
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
     }
 
-    fn on_join(&mut self, room_id: &str) {
+    async fn on_join(&mut self, room_id: &str, since: Option<u64>, epoch: Option<u64>) {
         let Some(identity) = self.identity() else {
             return;
         };
@@ -548,22 +566,25 @@ impl Conn {
         self.drop_if_kicked(room_id);
         if let Some(existing) = self.rooms.get(room_id) {
             // Joining twice is harmless: answer as the first time, announce nothing.
-            let participants = existing.room().participants();
-            self.out.send_text(protocol::encode(
-                "room_joined",
-                &protocol::RoomJoined {
-                    room_id,
-                    participants,
-                },
-            ));
+            existing.room().rejoined(&self.out, since.is_some());
             return;
         }
         if self.rooms.len() >= self.state.cfg.connection.max_rooms_per_connection {
             self.error_with(ErrorCode::TooManyRooms, None, Some(room_id), None);
             return;
         }
-        // A room retired by the sweeper between lookup and join is simply loaded again.
-        for _ in 0..3 {
+        let mut resume = since.map(|since| Resume {
+            since,
+            epoch,
+            max: self.state.cfg.max_replay(),
+            stored: Vec::new(),
+            stored_epoch: None,
+            last_try: false,
+        });
+        // A room retired by the sweeper between lookup and join is simply loaded again;
+        // a replay that needs the store reads it (outside the room lock) and joins again.
+        let mut store_reads = 0;
+        for _ in 0..8 {
             let room = match self
                 .state
                 .hub
@@ -605,16 +626,20 @@ impl Conn {
                 email: identity.email.clone(),
                 out: self.out.clone(),
             };
-            match room.join(grant, member) {
-                Ok(membership) => {
+            match room.join(grant, member, resume.as_ref()) {
+                Ok(Joined {
+                    membership,
+                    recovered,
+                }) => {
                     self.rooms.insert(room_id.to_string(), membership);
                     self.room_access.insert(room_id.to_string(), access);
-                    self.state.audit.record(
-                        "room_join",
-                        Some(&user_id),
-                        Outcome::Success,
-                        &[("roomId", room_id)],
-                    );
+                    let mut meta = vec![("roomId", room_id)];
+                    if let Some(r) = recovered {
+                        meta.push(("recovered", if r { "true" } else { "false" }));
+                    }
+                    self.state
+                        .audit
+                        .record("room_join", Some(&user_id), Outcome::Success, &meta);
                     return;
                 }
                 Err(JoinError::Full) => {
@@ -622,9 +647,119 @@ impl Conn {
                     return;
                 }
                 Err(JoinError::Retired) => continue,
+                Err(JoinError::NeedStored { from, to, epoch }) => {
+                    let Some(r) = resume.as_mut() else {
+                        continue;
+                    };
+                    // The first read needs no barrier; a second means the store lagged
+                    // behind the ring, so wait for the writer first.
+                    if store_reads > 0 {
+                        self.state.history.sync().await;
+                    }
+                    store_reads += 1;
+                    let limit = (to - from + 1) as usize;
+                    let records = match self.state.store.history_range(room_id, from, to, limit) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "store failure reading history");
+                            self.error(ErrorCode::Internal);
+                            return;
+                        }
+                    };
+                    r.stored = records
+                        .into_iter()
+                        .map(|rec| {
+                            let frame = Message::text(protocol::encode(
+                                "message",
+                                &ChatMessage::from_record(&rec, epoch),
+                            ));
+                            Entry {
+                                record: Arc::new(rec),
+                                frame,
+                            }
+                        })
+                        .collect();
+                    r.stored_epoch = Some(epoch);
+                    r.last_try = store_reads >= 3;
+                }
             }
         }
         self.error(ErrorCode::Internal);
+    }
+
+    /// `history {roomId, since?, before?, limit?}`: a page of the room's messages, oldest
+    /// first. Needs read access to the room, not membership.
+    async fn on_history(
+        &mut self,
+        room_id: &str,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) {
+        let Some(identity) = self.identity() else {
+            return;
+        };
+        if !self.valid_room_id(room_id) {
+            self.error(ErrorCode::InvalidRoomId);
+            return;
+        }
+        if (since.is_some() && before.is_some()) || limit == Some(0) {
+            self.error_with(ErrorCode::InvalidHistoryQuery, None, Some(room_id), None);
+            return;
+        }
+        let cap = self.state.cfg.rooms.history_max_page;
+        let limit = limit.map_or(cap, |l| l.min(cap as u64) as usize);
+        let room = match self.state.hub.load(room_id, false) {
+            Ok(Lookup::Found(room)) => room,
+            Ok(Lookup::NotFound) => {
+                self.error_with(ErrorCode::RoomNotFound, None, Some(room_id), None);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store failure loading a room");
+                self.error(ErrorCode::Internal);
+                return;
+            }
+        };
+        if !identity.access(&room.record()).read {
+            let user = identity.user_id.clone();
+            self.audit_denied(&user, "history", room_id);
+            self.error_with(
+                ErrorCode::InsufficientPermissions,
+                None,
+                Some(room_id),
+                None,
+            );
+            return;
+        }
+        let q = PageQuery {
+            since,
+            before,
+            limit,
+        };
+        match crate::history::page(&self.state, &room, q).await {
+            Ok(page) => {
+                let messages = page
+                    .messages
+                    .iter()
+                    .map(|r| ChatMessage::from_record(r, page.epoch))
+                    .collect();
+                self.out.send_text(protocol::encode(
+                    "history",
+                    &HistoryPage {
+                        room_id,
+                        epoch: page.epoch,
+                        seq: page.seq,
+                        messages,
+                        has_more: page.has_more,
+                    },
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store failure reading history");
+                self.error(ErrorCode::Internal);
+            }
+        }
     }
 
     pub(super) fn audit_denied(&self, user_id: &str, action: &str, room_id: &str) {
@@ -657,7 +792,7 @@ impl Conn {
         }
     }
 
-    async fn on_message(&mut self, room_id: &str, content: &str) {
+    async fn on_message(&mut self, room_id: &str, content: &str, client_msg_id: Option<&str>) {
         self.drop_if_kicked(room_id);
         let Some(identity) = self.identity() else {
             return;
@@ -686,39 +821,40 @@ impl Conn {
                 return;
             }
         };
-        let sec = &self.state.cfg.security;
-        let content = crate::content::sanitize(content, sec.strip_html, sec.max_message_length);
-        let id = random_hex(16);
-        let timestamp = now_ms();
-        let text = protocol::encode(
-            "message",
-            &ChatMessage {
-                id: &id,
-                kind: "chat_message",
-                room_id,
-                content: &content,
-                user_id: &identity.user_id,
-                email: identity.email.as_deref(),
-                timestamp,
-            },
-        );
-        let record = HistoryRecord {
-            room_id: room_id.to_string(),
-            seq: 0,
-            id,
-            content,
-            user_id: identity.user_id.to_string(),
-            email: identity.email.as_deref().map(str::to_string),
-            timestamp,
-            client_msg_id: None,
+        let sender = Sender {
+            user_id: identity.user_id.clone(),
+            email: identity.email.clone(),
             system: false,
         };
-        // Serialised once; every member's queue gets a reference-counted clone.
-        let seq = room.publish(grant, &Message::text(text));
-        self.state
-            .history
-            .append(HistoryRecord { seq, ..record })
-            .await;
+        match publish::publish(&self.state, &room, grant, &sender, content, client_msg_id).await
+        {
+            Ok(ack) => {
+                if let Some(client_msg_id) = &ack.client_msg_id {
+                    self.out.send_text(protocol::encode(
+                        "message_ack",
+                        &MessageAck {
+                            room_id,
+                            client_msg_id,
+                            id: &ack.id,
+                            seq: ack.seq,
+                            epoch: ack.epoch,
+                            duplicate: ack.duplicate,
+                        },
+                    ));
+                }
+            }
+            Err(PublishError::InvalidClientMsgId) => {
+                self.error_with(ErrorCode::InvalidClientMsgId, None, Some(room_id), None);
+            }
+            // A member's room is never retired, and shutdown closes this socket anyway.
+            Err(PublishError::RoomRetired | PublishError::ShuttingDown) => {
+                self.error(ErrorCode::Internal);
+            }
+            Err(PublishError::Store(e)) => {
+                tracing::error!(error = %e, "store failure publishing a message");
+                self.error(ErrorCode::Internal);
+            }
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! through each member's bounded queue; a broadcast reaches a room's members through the
 //! room's own index, never a scan of all connections. The hub reads the store only to
 //! load or create a room, and never while holding a lock (lock order: the hub's room map,
-//! then one room; never the reverse). It never writes history or events itself.
+//! then one room; never the reverse). It never writes history or events itself: a room
+//! hands each message to the history writer through a queue slot reserved before its
+//! lock, so the writer sees a room's messages in seq order.
 
 pub mod outbound;
 pub mod registry;
@@ -13,7 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use outbound::{Control, Outbound};
 pub use registry::{Admission, Registration, Registry};
-pub use room::{Departure, JoinError, KickTarget, MemberInfo, Membership, Room};
+pub use room::{
+    Departure, Entry, JoinError, Joined, KickTarget, MemberInfo, Membership, NeedStore,
+    Outgoing, Page, PageQuery, Posted, Recent, Resume, Retired, Room, RoomLimits,
+};
 
 use crate::config::RoomsConfig;
 use crate::protocol::now_ms;
@@ -81,11 +86,28 @@ impl Hub {
             None => return Ok(Lookup::NotFound),
         };
         let last_seq = self.store.last_seq(id)?;
-        let room = Arc::new(Room::new(record, last_seq));
+        let limits = self.limits(&record.kind);
+        let room = Arc::new(Room::new(record, last_seq, limits));
         let mut rooms = self.lock();
         // Another task may have loaded it meanwhile; the first one in wins.
         let room = rooms.entry(room.id.clone()).or_insert(room).clone();
         Ok(Lookup::Found(room))
+    }
+
+    /// The limits of a room of type `kind`.
+    pub fn limits(&self, kind: &str) -> RoomLimits {
+        let keep = self.cfg.keep(kind);
+        RoomLimits {
+            ring: (self.cfg.recovery_buffer as u64).min(keep) as usize,
+            keep,
+            dedupe_window_ms: self.cfg.dedupe_window_secs.saturating_mul(1000),
+            dedupe_max: self.cfg.dedupe_max_entries,
+        }
+    }
+
+    /// Every live room.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.lock().values().cloned().collect()
     }
 
     /// Drops a room from memory (after its record changed in the store, or it was deleted).

@@ -1,18 +1,121 @@
 //! One live room: its policy, its members keyed by connection, its users aggregated
-//! from those connections, and its message sequence. Everything that changes who is in
-//! the room or what they receive happens under the room's one lock, so sequence order,
-//! membership and fan-out order agree. The lock is never held across an await or a
-//! store call.
+//! from those connections, its message sequence and epoch, a ring of its last messages
+//! (for recovery and recent history) and the client message ids it accepted lately.
+//! Everything that changes who is in the room or what they receive happens under the
+//! room's one lock, so sequence order, membership, fan-out order, the ring and the
+//! history writer's queue order agree. The lock is never held across an await or a
+//! store call: whatever comes from the store is read before the lock and handed in,
+//! and the history writer's queue slot is reserved before it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio_tungstenite::tungstenite::Message;
 
 use super::outbound::Outbound;
 use crate::authz::{ReadGrant, WriteGrant};
-use crate::protocol::{self, PresenceMember, RoomJoined, RoomLeft, UserPresence, now_ms};
-use crate::store::RoomRecord;
+use crate::history::HistorySlot;
+use crate::protocol::{
+    self, PresenceMember, RoomJoined, RoomLeft, UserPresence, now_ms, wire_epoch,
+};
+use crate::store::{HistoryRecord, RoomRecord};
+
+/// Per-room limits, from the room type's retention and `rooms.*`.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// Messages kept in memory for recovery (at most `keep`).
+    pub ring: usize,
+    /// Messages the store keeps for this room.
+    pub keep: u64,
+    /// How long a client message id is remembered, ms.
+    pub dedupe_window_ms: u64,
+    /// Client message ids remembered in memory.
+    pub dedupe_max: usize,
+}
+
+/// A published message as the room keeps it: the record and the frame its members got.
+#[derive(Clone)]
+pub struct Entry {
+    pub record: Arc<HistoryRecord>,
+    pub frame: Message,
+}
+
+/// A message ready for the room: its record (seq still 0) and its `data` serialised
+/// without seq and epoch (`protocol::message_body`).
+pub struct Outgoing {
+    pub record: HistoryRecord,
+    pub body: String,
+}
+
+/// What became of a message handed to [`Room::publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub id: String,
+    pub seq: u64,
+    pub epoch: u64,
+    /// The client message id was seen before: nothing was stored or sent, and `id` and
+    /// `seq` are the original's.
+    pub duplicate: bool,
+}
+
+/// A client message id looked up in the room's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recent {
+    Seen(Posted),
+    /// Not seen. `certain` when the memory covers the whole window, so the store need
+    /// not be asked.
+    Unseen { certain: bool },
+}
+
+/// What a rejoining client asks for with `join {since, epoch}`, and what the caller read
+/// from the store for it.
+pub struct Resume {
+    pub since: u64,
+    pub epoch: Option<u64>,
+    /// Longest gap replayed (`rooms.max_recovery_messages`).
+    pub max: u64,
+    /// Messages from the store (oldest first) and the epoch they were read in.
+    pub stored: Vec<Entry>,
+    pub stored_epoch: Option<u64>,
+    /// No more store reads will follow: a gap not covered now is reported as lost.
+    pub last_try: bool,
+}
+
+/// A join that succeeded.
+pub struct Joined {
+    pub membership: Membership,
+    /// Some when `since` was given: whether every missed message was replayed.
+    pub recovered: Option<bool>,
+}
+
+/// One `history` request.
+#[derive(Debug, Clone, Copy)]
+pub struct PageQuery {
+    /// Messages after this seq (forward); None pages backward from `before`.
+    pub since: Option<u64>,
+    /// Messages below this seq (backward); None means the newest.
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// One `history` answer, oldest first.
+pub struct Page {
+    pub epoch: u64,
+    pub seq: u64,
+    pub messages: Vec<Arc<HistoryRecord>>,
+    pub has_more: bool,
+}
+
+/// The room needs messages from the store (read in this epoch) to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeedStore {
+    pub epoch: u64,
+}
+
+/// The room was retired (dropped from the hub); look it up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retired;
 
 /// Who a connection is, as the room needs it.
 #[derive(Clone)]
@@ -32,9 +135,57 @@ struct State {
     /// Connections per user: presence is keyed by connection, aggregated by user.
     users: HashMap<Arc<str>, u32>,
     seq: u64,
+    /// The epoch as clients see it (`protocol::wire_epoch`).
+    epoch: u64,
+    /// The last published messages, seqs contiguous up to `seq`.
+    ring: VecDeque<Entry>,
+    recent: RecentIds,
     emptied_at_ms: u64,
     /// Set when the hub drops the room from memory; a join that raced with that retries.
     retired: bool,
+}
+
+type RecentKey = (Arc<str>, String);
+
+/// Client message ids accepted within the dedupe window, oldest first.
+struct RecentIds {
+    acks: HashMap<RecentKey, (String, u64)>,
+    order: VecDeque<(u64, RecentKey)>,
+    /// Ids accepted before this time (ms) may be missing: the room was loaded then, or
+    /// the oldest were evicted to respect the cap.
+    complete_from_ms: u64,
+}
+
+impl RecentIds {
+    fn new(now: u64) -> RecentIds {
+        RecentIds {
+            acks: HashMap::new(),
+            order: VecDeque::new(),
+            complete_from_ms: now,
+        }
+    }
+
+    fn expire(&mut self, now: u64, window: u64) {
+        while let Some((at, _)) = self.order.front() {
+            if at.saturating_add(window) > now {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.acks.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: RecentKey, id: String, seq: u64, now: u64, max: usize) {
+        self.acks.insert(key.clone(), (id, seq));
+        self.order.push_back((now, key));
+        while self.order.len() > max {
+            if let Some((at, key)) = self.order.pop_front() {
+                self.acks.remove(&key);
+                self.complete_from_ms = self.complete_from_ms.max(at.saturating_add(1));
+            }
+        }
+    }
 }
 
 /// A live room.
@@ -44,6 +195,10 @@ pub struct Room {
     /// changes it; readers clone the `Arc` and let go at once.
     record: RwLock<Arc<RoomRecord>>,
     state: Mutex<State>,
+    limits: RoomLimits,
+    /// History writer items (appends, resets) handed over and not yet applied; the room
+    /// is retired only at 0, so a reload reads the true last seq from the store.
+    pending: Arc<AtomicU64>,
 }
 
 /// Why a join was refused.
@@ -51,6 +206,9 @@ pub struct Room {
 pub enum JoinError {
     Full,
     Retired,
+    /// The replay needs stored messages `from..=to` read in `epoch`; read them and
+    /// join again.
+    NeedStored { from: u64, to: u64, epoch: u64 },
 }
 
 /// How a member left, which decides the frame the others see.
@@ -71,18 +229,35 @@ pub enum KickTarget {
 
 impl Room {
     /// A room whose last stored message has sequence `last_seq`.
-    pub fn new(record: RoomRecord, last_seq: u64) -> Room {
+    pub fn new(record: RoomRecord, last_seq: u64, limits: RoomLimits) -> Room {
+        let now = now_ms();
         Room {
             id: record.id.as_str().into(),
             state: Mutex::new(State {
                 members: HashMap::new(),
                 users: HashMap::new(),
                 seq: last_seq,
-                emptied_at_ms: now_ms(),
+                epoch: wire_epoch(record.epoch),
+                ring: VecDeque::new(),
+                recent: RecentIds::new(now),
+                emptied_at_ms: now,
                 retired: false,
             }),
             record: RwLock::new(Arc::new(record)),
+            limits,
+            pending: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The room's (epoch, last seq).
+    pub fn position(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.epoch, st.seq)
+    }
+
+    /// The room's limits.
+    pub fn limits(&self) -> RoomLimits {
+        self.limits
     }
 
     /// The room's current definition.
@@ -105,12 +280,18 @@ impl Room {
 
     /// Adds a connection. Announces `user_joined` to the others when this is the user's
     /// first connection here, and queues `room_joined` to the joiner inside the same
-    /// critical section, so it precedes every room frame the joiner will receive.
+    /// critical section, so it precedes every room frame the joiner will receive. With
+    /// `resume`, the messages after `since` follow `room_joined` (also inside the
+    /// section, so no live message can come between or before them) when they are all in
+    /// the ring or in `resume.stored`; when the ring alone does not reach back and the
+    /// store was not read yet (or lagged), nothing changes and `NeedStored` says what to
+    /// read.
     pub fn join(
         self: &Arc<Self>,
         _grant: ReadGrant,
         member: MemberInfo,
-    ) -> Result<Membership, JoinError> {
+        resume: Option<&Resume>,
+    ) -> Result<Joined, JoinError> {
         let mut st = self.lock();
         if st.retired {
             return Err(JoinError::Retired);
@@ -120,6 +301,20 @@ impl Room {
         if !present && st.users.len() >= self.record().max_participants as usize {
             return Err(JoinError::Full);
         }
+        let replay = match resume {
+            None => None,
+            Some(r) => match plan_replay(&st, r) {
+                Replay::Frames(frames) => Some(Some(frames)),
+                Replay::Lost => Some(None),
+                Replay::NeedStored { from, to } => {
+                    return Err(JoinError::NeedStored {
+                        from,
+                        to,
+                        epoch: st.epoch,
+                    });
+                }
+            },
+        };
         st.members.insert(member.conn_id, member.clone());
         *st.users.entry(member.user_id.clone()).or_insert(0) += 1;
         if !present {
@@ -134,27 +329,233 @@ impl Room {
             ));
             fan_out(&st, &frame, Some(&member.user_id));
         }
-        let participants = st.users.keys().map(|u| u.to_string()).collect();
-        member.out.send_text(protocol::encode(
-            "room_joined",
-            &RoomJoined {
-                room_id: &self.id,
-                participants,
+        let recovered = replay.as_ref().map(Option::is_some);
+        member.out.send_text(room_joined(&self.id, &st, recovered));
+        for frame in replay.into_iter().flatten().flatten() {
+            member.out.send(frame);
+        }
+        Ok(Joined {
+            membership: Membership {
+                room: self.clone(),
+                conn_id: member.conn_id,
+                departure: Departure::Disconnected,
             },
-        ));
-        Ok(Membership {
-            room: self.clone(),
-            conn_id: member.conn_id,
-            departure: Departure::Disconnected,
+            recovered,
         })
     }
 
-    /// Sends a pre-serialised frame to every member, in sequence order; returns its seq.
-    pub fn publish(&self, _grant: WriteGrant, frame: &Message) -> u64 {
+    /// Answers a `join` from a connection that is already a member: `room_joined` with
+    /// the current epoch and seq, queued under the lock so every message up to that seq
+    /// is already ahead of it in the queue (hence `recovered: true` when `since` was
+    /// given: the connection missed nothing).
+    pub fn rejoined(&self, out: &Outbound, since_given: bool) {
+        let st = self.lock();
+        out.send_text(room_joined(&self.id, &st, since_given.then_some(true)));
+    }
+
+    /// Looks a client message id up among those accepted within the dedupe window.
+    pub fn recent(&self, user_id: &str, client_msg_id: &str) -> Recent {
+        let now = now_ms();
+        let window = self.limits.dedupe_window_ms;
         let mut st = self.lock();
+        st.recent.expire(now, window);
+        let key: RecentKey = (user_id.into(), client_msg_id.to_string());
+        match st.recent.acks.get(&key) {
+            Some((id, seq)) => Recent::Seen(Posted {
+                id: id.clone(),
+                seq: *seq,
+                epoch: st.epoch,
+                duplicate: true,
+            }),
+            None => Recent::Unseen {
+                certain: st.recent.complete_from_ms.saturating_add(window) <= now,
+            },
+        }
+    }
+
+    /// Assigns the next seq, sends the frame (serialised once, finished here by splicing
+    /// in seq and epoch) to every member in sequence order, keeps it in the ring, and
+    /// queues the record for the history writer in the reserved `slot`, all under the
+    /// lock. A client message id already accepted here is a duplicate: nothing is sent
+    /// or stored and the original's id and seq come back.
+    pub fn publish(
+        &self,
+        _grant: WriteGrant,
+        msg: Outgoing,
+        slot: HistorySlot,
+    ) -> Result<Posted, Retired> {
+        let now = now_ms();
+        let mut st = self.lock();
+        if st.retired {
+            return Err(Retired);
+        }
+        let Outgoing { mut record, body } = msg;
+        let key = record
+            .client_msg_id
+            .as_ref()
+            .map(|c| -> RecentKey { (record.user_id.as_str().into(), c.clone()) });
+        if let Some(key) = &key {
+            st.recent.expire(now, self.limits.dedupe_window_ms);
+            if let Some((id, seq)) = st.recent.acks.get(key) {
+                return Ok(Posted {
+                    id: id.clone(),
+                    seq: *seq,
+                    epoch: st.epoch,
+                    duplicate: true,
+                });
+            }
+        }
         st.seq += 1;
-        fan_out(&st, frame, None);
-        st.seq
+        let (seq, epoch) = (st.seq, st.epoch);
+        record.seq = seq;
+        let record = Arc::new(record);
+        let frame = Message::text(protocol::splice_message(&body, seq, epoch));
+        fan_out(&st, &frame, None);
+        if self.limits.ring > 0 {
+            if st.ring.len() >= self.limits.ring {
+                st.ring.pop_front();
+            }
+            st.ring.push_back(Entry {
+                record: record.clone(),
+                frame,
+            });
+        }
+        if let Some(key) = key {
+            let max = self.limits.dedupe_max;
+            st.recent.insert(key, record.id.clone(), seq, now, max);
+        }
+        let id = record.id.clone();
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        slot.append(record, self.limits.keep, self.pending.clone());
+        Ok(Posted {
+            id,
+            seq,
+            epoch,
+            duplicate: false,
+        })
+    }
+
+    /// One page of history from the ring and `stored` (what the caller read from the
+    /// store for this query, with the epoch it was read in). `NeedStore` when the ring
+    /// alone cannot answer and nothing (or something from another epoch) was read, or
+    /// when what was read stops short of the ring (the writer lags) and this is not the
+    /// `last_try`, after which such a hole is left out.
+    pub fn page(
+        &self,
+        q: &PageQuery,
+        stored: Option<(&[Arc<HistoryRecord>], u64)>,
+        last_try: bool,
+    ) -> Result<Page, NeedStore> {
+        let st = self.lock();
+        let need = NeedStore { epoch: st.epoch };
+        let stored = match stored {
+            Some((s, epoch)) if epoch == st.epoch => Some(s),
+            Some(_) => return Err(need),
+            None => None,
+        };
+        let ring_first = st.ring.front().map_or(st.seq + 1, |e| e.record.seq);
+        let ring_from = |after: u64| {
+            st.ring
+                .iter()
+                .filter(move |e| e.record.seq > after)
+                .map(|e| e.record.clone())
+        };
+        let limit = q.limit.max(1);
+        let (messages, has_more) = match q.since {
+            Some(since) => {
+                let mut out: Vec<Arc<HistoryRecord>>;
+                if since >= st.seq {
+                    out = Vec::new();
+                } else if since + 1 >= ring_first {
+                    out = ring_from(since).take(limit).collect();
+                } else {
+                    let stored = stored.ok_or(need)?;
+                    out = stored
+                        .iter()
+                        .filter(|r| r.seq > since)
+                        .take(limit)
+                        .cloned()
+                        .collect();
+                    if out.len() < limit {
+                        let top = out.last().map_or(since, |r| r.seq);
+                        if top + 1 < ring_first && !last_try {
+                            return Err(need);
+                        }
+                        let more = limit - out.len();
+                        out.extend(ring_from(top).take(more));
+                    }
+                }
+                let more = out.last().is_some_and(|r| r.seq < st.seq);
+                (out, more)
+            }
+            None => {
+                let before = q.before.unwrap_or(u64::MAX).min(st.seq + 1);
+                let ring: Vec<Arc<HistoryRecord>> = st
+                    .ring
+                    .iter()
+                    .filter(|e| e.record.seq < before)
+                    .map(|e| e.record.clone())
+                    .collect();
+                let mut all = if ring.len() > limit || ring_first <= 1 || before <= 1 {
+                    ring
+                } else {
+                    let stored = stored.ok_or(need)?;
+                    let top = before.min(ring_first);
+                    let mut lower: Vec<Arc<HistoryRecord>> =
+                        stored.iter().filter(|r| r.seq < top).cloned().collect();
+                    let reached = lower.last().map_or(0, |r| r.seq);
+                    if reached + 1 < top && !last_try {
+                        return Err(need);
+                    }
+                    lower.extend(ring);
+                    lower
+                };
+                let more = all.len() > limit;
+                if more {
+                    all.drain(..all.len() - limit);
+                }
+                (all, more)
+            }
+        };
+        Ok(Page {
+            epoch: st.epoch,
+            seq: st.seq,
+            messages,
+            has_more,
+        })
+    }
+
+    /// Starts a new history: the new epoch from `record`, seq 0, an empty ring and no
+    /// remembered client ids; the writer deletes the stored history in queue order (so
+    /// after every message published before, and before every one published after).
+    /// False when the room was retired meanwhile.
+    pub fn reset(&self, record: RoomRecord, slot: HistorySlot) -> bool {
+        let now = now_ms();
+        let mut st = self.lock();
+        if st.retired {
+            return false;
+        }
+        st.epoch = wire_epoch(record.epoch);
+        st.seq = 0;
+        st.ring.clear();
+        st.recent = RecentIds::new(0);
+        st.recent.complete_from_ms = now.saturating_sub(self.limits.dedupe_window_ms);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        slot.reset(self.id.clone(), self.pending.clone());
+        *self.record.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(record);
+        true
+    }
+
+    /// Drops ring entries older than `cutoff_ms` (retention by age).
+    pub fn prune_before(&self, cutoff_ms: u64) {
+        let mut st = self.lock();
+        while st
+            .ring
+            .front()
+            .is_some_and(|e| e.record.timestamp < cutoff_ms)
+        {
+            st.ring.pop_front();
+        }
     }
 
     fn remove(&self, conn_id: u64, departure: Departure) {
@@ -282,10 +683,14 @@ impl Room {
         self.lock().members.len()
     }
 
-    /// Retires the room if it has been empty since before `cutoff_ms`; returns whether it did.
+    /// Retires the room if it has been empty since before `cutoff_ms` and the history
+    /// writer has applied everything it published; returns whether it did.
     pub(super) fn retire_if_idle(&self, cutoff_ms: u64) -> bool {
         let mut st = self.lock();
-        if st.members.is_empty() && st.emptied_at_ms <= cutoff_ms {
+        if st.members.is_empty()
+            && st.emptied_at_ms <= cutoff_ms
+            && self.pending.load(Ordering::Acquire) == 0
+        {
             st.retired = true;
             true
         } else {
@@ -298,6 +703,78 @@ impl Room {
         let st = self.lock();
         st.members.is_empty().then_some(st.emptied_at_ms)
     }
+}
+
+fn room_joined(room_id: &str, st: &State, recovered: Option<bool>) -> String {
+    protocol::encode(
+        "room_joined",
+        &RoomJoined {
+            room_id,
+            participants: st.users.keys().map(|u| u.to_string()).collect(),
+            epoch: st.epoch,
+            seq: st.seq,
+            recovered,
+        },
+    )
+}
+
+enum Replay {
+    Frames(Vec<Message>),
+    Lost,
+    NeedStored { from: u64, to: u64 },
+}
+
+/// Which messages a rejoin with `since` gets: those after `since` from `r.stored` up to
+/// where the ring starts, then the ring, provided the seqs run without a hole;
+/// otherwise lost (another epoch, a gap too long, trimmed or failed writes) or, when the
+/// store was not read or stopped short of the ring, a request to read it.
+fn plan_replay(st: &State, r: &Resume) -> Replay {
+    if r.epoch.is_some_and(|e| e != st.epoch) || r.since > st.seq || st.seq - r.since > r.max {
+        return Replay::Lost;
+    }
+    let from = r.since + 1;
+    let ring_first = st.ring.front().map_or(st.seq + 1, |e| e.record.seq);
+    let mut frames = Vec::new();
+    let mut next = from;
+    if from < ring_first {
+        if r.stored_epoch != Some(st.epoch) {
+            return Replay::NeedStored {
+                from,
+                to: ring_first - 1,
+            };
+        }
+        for e in &r.stored {
+            let seq = e.record.seq;
+            if seq < next {
+                continue;
+            }
+            if seq > next || next >= ring_first {
+                break;
+            }
+            frames.push(e.frame.clone());
+            next += 1;
+        }
+        if next < ring_first {
+            let hole = r
+                .stored
+                .iter()
+                .any(|e| e.record.seq > next && e.record.seq < ring_first);
+            if hole || r.last_try {
+                return Replay::Lost;
+            }
+            return Replay::NeedStored {
+                from,
+                to: ring_first - 1,
+            };
+        }
+    }
+    frames.extend(
+        st.ring
+            .iter()
+            .filter(|e| e.record.seq >= next)
+            .map(|e| e.frame.clone()),
+    );
+    Replay::Frames(frames)
 }
 
 fn fan_out(st: &State, frame: &Message, except_user: Option<&Arc<str>>) {

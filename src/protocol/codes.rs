@@ -61,13 +61,18 @@ pub enum ErrorCode {
     NotificationTooLarge,
     /// `notification_ack` carries more than `notifications.max_ack_ids` ids.
     TooManyIds,
+    /// `clientMsgId` is empty, longer than `rooms.max_client_msg_id_len`, or has
+    /// characters outside `[A-Za-z0-9_.:-]`.
+    InvalidClientMsgId,
+    /// `history` with both `since` and `before`, or with `limit` 0.
+    InvalidHistoryQuery,
     /// Something failed inside the server; the cause is in the server log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every variant, in the order of the README table.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::InvalidFormat,
         ErrorCode::InvalidStructure,
         ErrorCode::NestingTooDeep,
@@ -94,6 +99,8 @@ impl ErrorCode {
         ErrorCode::TooManyRecipients,
         ErrorCode::NotificationTooLarge,
         ErrorCode::TooManyIds,
+        ErrorCode::InvalidClientMsgId,
+        ErrorCode::InvalidHistoryQuery,
         ErrorCode::Internal,
     ];
 
@@ -126,6 +133,8 @@ impl ErrorCode {
             ErrorCode::TooManyRecipients => "too_many_recipients",
             ErrorCode::NotificationTooLarge => "notification_too_large",
             ErrorCode::TooManyIds => "too_many_ids",
+            ErrorCode::InvalidClientMsgId => "invalid_client_msg_id",
+            ErrorCode::InvalidHistoryQuery => "invalid_history_query",
             ErrorCode::Internal => "internal",
         }
     }
@@ -160,6 +169,8 @@ impl ErrorCode {
             ErrorCode::TooManyRecipients => "Too many recipients",
             ErrorCode::NotificationTooLarge => "Notification too large",
             ErrorCode::TooManyIds => "Too many ids",
+            ErrorCode::InvalidClientMsgId => "Invalid client message id",
+            ErrorCode::InvalidHistoryQuery => "Invalid history query",
             ErrorCode::Internal => "Internal error",
         }
     }

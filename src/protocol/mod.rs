@@ -9,6 +9,8 @@ pub mod codes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::store::HistoryRecord;
+
 pub use codes::{CloseCode, ErrorCode, Reconnect};
 
 /// A decoded client frame. Field names follow the seed (`roomId`, `content`, `token`).
@@ -16,12 +18,28 @@ pub use codes::{CloseCode, ErrorCode, Reconnect};
 pub enum ClientFrame {
     /// `auth {token}`.
     Auth { token: String },
-    /// `join {roomId}`.
-    Join { room_id: String },
+    /// `join {roomId, since?, epoch?}`: `since` (the last seq the client has) asks for
+    /// the messages it missed, `epoch` names the history that seq belongs to.
+    Join {
+        room_id: String,
+        since: Option<u64>,
+        epoch: Option<u64>,
+    },
     /// `leave {roomId}`.
     Leave { room_id: String },
-    /// `message {roomId, content}`.
-    Message { room_id: String, content: String },
+    /// `message {roomId, content, clientMsgId?}`.
+    Message {
+        room_id: String,
+        content: String,
+        client_msg_id: Option<String>,
+    },
+    /// `history {roomId, since?, before?, limit?}`.
+    History {
+        room_id: String,
+        since: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u64>,
+    },
     /// `heartbeat {}`.
     Heartbeat,
     /// `refresh {token}`: a new access token for the same user, on a live connection.
@@ -94,6 +112,7 @@ impl ClientFrame {
             ClientFrame::Join { .. } => "join",
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::Message { .. } => "message",
+            ClientFrame::History { .. } => "history",
             ClientFrame::Heartbeat => "heartbeat",
             ClientFrame::Refresh { .. } => "refresh",
             ClientFrame::Presence { .. } => "presence",
@@ -161,6 +180,8 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
         },
         "join" => Ok(ClientFrame::Join {
             room_id: string_field(&mut data, "roomId")?,
+            since: seq_field(&mut data, "since")?,
+            epoch: seq_field(&mut data, "epoch")?,
         }),
         "leave" => Ok(ClientFrame::Leave {
             room_id: string_field(&mut data, "roomId")?,
@@ -168,6 +189,17 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
         "message" => Ok(ClientFrame::Message {
             room_id: string_field(&mut data, "roomId")?,
             content: string_field(&mut data, "content")?,
+            client_msg_id: match data.remove("clientMsgId") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                Some(_) => return Err(DecodeError::field("clientMsgId")),
+            },
+        }),
+        "history" => Ok(ClientFrame::History {
+            room_id: string_field(&mut data, "roomId")?,
+            since: seq_field(&mut data, "since")?,
+            before: seq_field(&mut data, "before")?,
+            limit: seq_field(&mut data, "limit")?,
         }),
         "heartbeat" => Ok(ClientFrame::Heartbeat),
         "refresh" => match data.remove("token") {
@@ -318,6 +350,31 @@ fn string_field(data: &mut Map<String, Value>, name: &'static str) -> Result<Str
     }
 }
 
+/// An optional non-negative integer that a JavaScript client can represent exactly
+/// (at most 2^53 - 1); absent and `null` are None, anything else is refused.
+fn seq_field(
+    data: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, DecodeError> {
+    match data.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= MAX_SAFE_INTEGER => Ok(Some(v)),
+            _ => Err(DecodeError::field(name)),
+        },
+        Some(_) => Err(DecodeError::field(name)),
+    }
+}
+
+/// The largest integer a JSON number keeps exactly in JavaScript.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// A room epoch as clients see it: cut to 53 bits so JavaScript keeps it exactly
+/// (epochs made by this build already fit; older ones are cut the same way everywhere).
+pub fn wire_epoch(epoch: u64) -> u64 {
+    epoch & MAX_SAFE_INTEGER
+}
+
 /// True when `bytes` opens more than `max` nested arrays/objects at some point. Brackets
 /// inside strings are skipped; malformed JSON is left for the parser to reject.
 pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
@@ -410,12 +467,17 @@ pub struct UserView<'a> {
     pub roles: &'a [String],
 }
 
-/// `room_joined {roomId, participants}`.
+/// `room_joined {roomId, participants, epoch, seq, recovered?}`: `seq` is the room's
+/// last message; `recovered` answers a `join` with `since`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomJoined<'a> {
     pub room_id: &'a str,
     pub participants: Vec<String>,
+    pub epoch: u64,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 /// `room_left {roomId}`: our acknowledgement of `leave` (the seed sends none).
@@ -502,7 +564,9 @@ pub struct UserPresence<'a> {
     pub room_id: &'a str,
 }
 
-/// The `data` of a `message` frame: the seed's `chat_message`.
+/// The `data` of a `message` frame: the seed's `chat_message` plus the room's `seq`
+/// and `epoch`, the sender's `clientMsgId` when it gave one, and `system: true` for
+/// messages an application published.
 #[derive(Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage<'a> {
@@ -515,6 +579,84 @@ pub struct ChatMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<&'a str>,
     pub timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
+    /// Left out when the frame is spliced together under the room lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+impl<'a> ChatMessage<'a> {
+    /// A stored message as clients see it.
+    pub fn from_record(r: &'a HistoryRecord, epoch: u64) -> ChatMessage<'a> {
+        ChatMessage {
+            id: &r.id,
+            kind: "chat_message",
+            room_id: &r.room_id,
+            content: &r.content,
+            user_id: &r.user_id,
+            email: r.email.as_deref(),
+            timestamp: r.timestamp,
+            client_msg_id: r.client_msg_id.as_deref(),
+            system: r.system,
+            seq: Some(r.seq),
+            epoch: Some(epoch),
+        }
+    }
+}
+
+/// The `data` of a `message` frame without `seq` and `epoch`, serialised before the
+/// room lock is taken; [`splice_message`] finishes it inside.
+pub fn message_body(m: &ChatMessage<'_>) -> String {
+    let unsequenced = ChatMessage {
+        seq: None,
+        epoch: None,
+        ..m.clone()
+    };
+    serde_json::to_string(&unsequenced).unwrap_or_else(|_| "{}".into())
+}
+
+/// The whole `message` frame from a [`message_body`] and the seq and epoch the room
+/// assigned: string concatenation only, so the room lock covers no serialisation work.
+pub fn splice_message(body: &str, seq: u64, epoch: u64) -> String {
+    let fields = body
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .unwrap_or("");
+    let sep = if fields.is_empty() { "" } else { "," };
+    format!(
+        r#"{{"type":"message","data":{{{fields}{sep}"seq":{seq},"epoch":{epoch}}},"timestamp":{}}}"#,
+        now_ms()
+    )
+}
+
+/// `message_ack {roomId, clientMsgId, id, seq, epoch, duplicate}` to the sender of a
+/// message that carried a `clientMsgId`; a resend gets the original's id and seq.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAck<'a> {
+    pub room_id: &'a str,
+    pub client_msg_id: &'a str,
+    pub id: &'a str,
+    pub seq: u64,
+    pub epoch: u64,
+    pub duplicate: bool,
+}
+
+/// `history {roomId, epoch, seq, messages, hasMore}`: `messages` oldest first; `seq` is
+/// the room's last message; `hasMore` says whether more lie in the paging direction.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage<'a> {
+    pub room_id: &'a str,
+    pub epoch: u64,
+    pub seq: u64,
+    pub messages: Vec<ChatMessage<'a>>,
+    pub has_more: bool,
 }
 
 /// `token_expiring {expiresAt}` and `token_refreshed {expiresAt}` (ms since the epoch).
@@ -615,7 +757,9 @@ mod tests {
         assert_eq!(
             f,
             Ok(ClientFrame::Join {
-                room_id: "r1".into()
+                room_id: "r1".into(),
+                since: None,
+                epoch: None,
             })
         );
         let f = decode(r#"{"type":"heartbeat","data":{},"timestamp":1.5}"#, 32);
@@ -665,6 +809,62 @@ mod tests {
             let got = decode(text, 32).map_err(|e| e.code);
             assert_eq!(got, Err(code), "{text}");
         }
+    }
+
+    #[test]
+    fn recovery_fields_are_safe_integers() {
+        let f = decode(
+            r#"{"type":"join","data":{"roomId":"r","since":7,"epoch":9007199254740991},"timestamp":1}"#,
+            32,
+        );
+        assert_eq!(
+            f,
+            Ok(ClientFrame::Join {
+                room_id: "r".into(),
+                since: Some(7),
+                epoch: Some(MAX_SAFE_INTEGER),
+            })
+        );
+        for bad in [
+            r#"{"since":-1}"#,
+            r#"{"since":1.5}"#,
+            r#"{"since":"3"}"#,
+            r#"{"since":9007199254740992}"#,
+        ] {
+            let text = format!(
+                r#"{{"type":"history","data":{{"roomId":"r",{}}},"timestamp":1}}"#,
+                &bad[1..bad.len() - 1]
+            );
+            let e = decode(&text, 32).unwrap_err();
+            assert_eq!((e.code, e.field), (ErrorCode::InvalidField, Some("since")));
+        }
+        let e = decode(
+            r#"{"type":"message","data":{"roomId":"r","content":"x","clientMsgId":5},"timestamp":1}"#,
+            32,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, Some("clientMsgId"));
+    }
+
+    #[test]
+    fn spliced_message_equals_the_serialised_one() {
+        let r = HistoryRecord {
+            room_id: "r".into(),
+            seq: 42,
+            id: "abc".into(),
+            content: "say \"hi\" </b>".into(),
+            user_id: "u".into(),
+            email: None,
+            timestamp: 5,
+            client_msg_id: Some("c-1".into()),
+            system: false,
+        };
+        let full = ChatMessage::from_record(&r, 77);
+        let spliced: Value = serde_json::from_str(&splice_message(&message_body(&full), 42, 77))
+            .expect("spliced frame is JSON");
+        assert_eq!(spliced["type"], "message");
+        assert_eq!(spliced["data"], serde_json::to_value(&full).unwrap());
+        assert!(spliced["data"].get("system").is_none());
     }
 
     #[test]

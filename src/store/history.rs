@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::client_msgs::{self, ClientMsgAck};
 use super::{Store, StoreError, codec};
 
 /// One stored chat message (schema 2).
@@ -65,22 +69,57 @@ fn key(room_id: &str, seq: u64) -> Vec<u8> {
 }
 
 impl Store {
-    /// Appends a batch of messages and trims each touched room to its last `keep`
-    /// messages, in one sled batch.
-    pub fn append_history(&self, records: &[HistoryRecord], keep: u64) -> Result<(), StoreError> {
+    /// Appends messages and trims each touched room to its last `keep` messages (the
+    /// `u64` beside each record, from its room type's retention). Records with a
+    /// `client_msg_id` also remember it in `roomid_userid_clientmsgid_ack`, in the same
+    /// transaction as the message, so a resend after a crash finds it exactly when the
+    /// message itself survived.
+    pub fn append_history(&self, records: &[(&HistoryRecord, u64)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for r in records {
-            batch.insert(key(&r.room_id, r.seq), codec::encode(r)?);
-        }
-        self.history.apply_batch(batch)?;
-        let mut rooms: Vec<(&str, u64)> = Vec::new();
-        for r in records {
-            match rooms.iter_mut().find(|(id, _)| *id == r.room_id) {
-                Some(entry) => entry.1 = entry.1.max(r.seq),
-                None => rooms.push((&r.room_id, r.seq)),
+        let mut acks = sled::Batch::default();
+        let mut any_ack = false;
+        for (r, _) in records {
+            batch.insert(key(&r.room_id, r.seq), codec::encode(*r)?);
+            if let Some(cmid) = &r.client_msg_id {
+                let ack = ClientMsgAck {
+                    id: r.id.clone(),
+                    seq: r.seq,
+                    at_ms: r.timestamp,
+                };
+                acks.insert(
+                    client_msgs::key(&r.room_id, &r.user_id, cmid),
+                    codec::encode(&ack)?,
+                );
+                any_ack = true;
             }
         }
-        for (room, top) in rooms {
+        if any_ack {
+            (&self.history, &self.client_msgs)
+                .transaction(|(h, c)| {
+                    h.apply_batch(&batch)?;
+                    c.apply_batch(&acks)?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => StoreError::Sled(e),
+                    TransactionError::Abort(()) => {
+                        StoreError::Codec("history transaction aborted".into())
+                    }
+                })?;
+        } else {
+            self.history.apply_batch(batch)?;
+        }
+        let mut rooms: Vec<(&str, u64, u64)> = Vec::new();
+        for (r, keep) in records {
+            match rooms.iter_mut().find(|(id, _, _)| *id == r.room_id) {
+                Some(entry) => {
+                    entry.1 = entry.1.max(r.seq);
+                    entry.2 = *keep;
+                }
+                None => rooms.push((&r.room_id, r.seq, *keep)),
+            }
+        }
+        for (room, top, keep) in rooms {
             if top > keep {
                 let cut = top - keep; // keep seqs cut+1..=top
                 for old in self.history.range(key(room, 0)..key(room, cut + 1)).keys() {
@@ -91,23 +130,60 @@ impl Store {
         Ok(())
     }
 
-    /// The highest seq stored for a room (0 when it has none).
+    /// The highest seq a room has used in its current epoch (0 when it has none): the
+    /// newest stored message, or the mark left when age trimming emptied its history.
     pub fn last_seq(&self, room_id: &str) -> Result<u64, StoreError> {
-        match self.history.scan_prefix(prefix(room_id)).next_back() {
+        let stored = match self.history.scan_prefix(prefix(room_id)).next_back() {
             Some(item) => {
                 let (_, v) = item?;
-                Ok(codec::decode::<HistoryRecord>(&v)?.seq)
+                codec::decode::<HistoryRecord>(&v)?.seq
             }
-            None => Ok(0),
-        }
+            None => 0,
+        };
+        let mark = self
+            .last_seqs
+            .get(room_id.as_bytes())?
+            .and_then(|v| super::u64_from(&v))
+            .unwrap_or(0);
+        Ok(stored.max(mark))
     }
 
-    /// Deletes a room's whole history; returns how many entries went.
+    /// Deletes a room's whole history and its remembered client message ids (a reset:
+    /// the room starts a new epoch at seq 0); returns how many messages went.
     pub fn delete_history(&self, room_id: &str) -> Result<usize, StoreError> {
         let mut n = 0;
         for k in self.history.scan_prefix(prefix(room_id)).keys() {
             self.history.remove(k?)?;
             n += 1;
+        }
+        self.last_seqs.remove(room_id.as_bytes())?;
+        self.delete_client_msgs(room_id)?;
+        Ok(n)
+    }
+
+    /// Deletes a room's messages older than `cutoff_ms` (retention by age); returns how
+    /// many went. Timestamps grow with seq, so the scan stops at the first newer one.
+    /// When it empties the history, the last seq is kept aside so the room's sequence
+    /// never restarts within an epoch.
+    pub fn trim_history_before(&self, room_id: &str, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut last = None;
+        for item in self.history.scan_prefix(prefix(room_id)) {
+            let (k, v) = item?;
+            let r: HistoryRecord = codec::decode(&v)?;
+            if r.timestamp >= cutoff_ms {
+                return Ok(n);
+            }
+            last = Some(r.seq);
+            self.history.remove(k)?;
+            n += 1;
+        }
+        if let Some(seq) = last {
+            self.last_seqs
+                .fetch_and_update(room_id.as_bytes(), |old| {
+                    let old = old.and_then(super::u64_from).unwrap_or(0);
+                    Some(old.max(seq).to_be_bytes().to_vec())
+                })?;
         }
         Ok(n)
     }
@@ -119,5 +195,43 @@ impl Store {
             .values()
             .map(|v| codec::decode(&v?))
             .collect()
+    }
+
+    /// Up to `limit` stored messages with seq in `from..=to`, oldest first.
+    pub fn history_range(
+        &self,
+        room_id: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        self.history
+            .range(key(room_id, from)..=key(room_id, to))
+            .values()
+            .take(limit)
+            .map(|v| codec::decode(&v?))
+            .collect()
+    }
+
+    /// The newest `limit` stored messages with seq below `before`, oldest first.
+    pub fn history_before(
+        &self,
+        room_id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        let mut out: Vec<HistoryRecord> = self
+            .history
+            .range(key(room_id, 0)..key(room_id, before))
+            .values()
+            .rev()
+            .take(limit)
+            .map(|v| codec::decode(&v?))
+            .collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
     }
 }

@@ -21,12 +21,18 @@
 //! - `tsuseridseq_inbox`: created ms u64 BE ++ the `useridseq_notification` key => empty
 //!   (the inbox age index; both trees are new and start empty, so older databases need
 //!   no migration step)
+//! - `roomid_userid_clientmsgid_ack`: room id ++ 0xFF ++ user id ++ 0xFF ++ client message
+//!   id => [`ClientMsgAck`] (sender idempotency; written with the message)
+//! - `roomid_lastseq`: room id => u64 BE, the last seq of a room whose history age
+//!   trimming emptied (so its sequence does not restart within an epoch); both trees
+//!   are new and start empty, so older databases need no migration step
 //!
 //! `backup.rs` copies every tree by name, so a tree added here is backed up with no
 //! further change.
 
 mod accounts;
 pub mod backup;
+mod client_msgs;
 pub mod codec;
 mod events;
 mod history;
@@ -41,6 +47,7 @@ mod users;
 use std::path::Path;
 
 pub use accounts::AccountRecord;
+pub use client_msgs::ClientMsgAck;
 pub use events::{EventFilter, EventRecord};
 pub use history::HistoryRecord;
 pub use notifications::NotificationRecord;
@@ -102,6 +109,8 @@ pub struct Store {
     roles: sled::Tree,
     notifications: sled::Tree,
     notification_index: sled::Tree,
+    client_msgs: sled::Tree,
+    last_seqs: sled::Tree,
 }
 
 impl Store {
@@ -148,6 +157,8 @@ impl Store {
             roles: tree("rolename_role")?,
             notifications: tree("useridseq_notification")?,
             notification_index: tree("tsuseridseq_inbox")?,
+            client_msgs: tree("roomid_userid_clientmsgid_ack")?,
+            last_seqs: tree("roomid_lastseq")?,
             db,
         };
         store.migrate(&shown)?;

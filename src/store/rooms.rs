@@ -78,9 +78,10 @@ impl RoomRecordV1 {
     }
 }
 
-/// A fresh random epoch (never 0, which clients may use for "none").
+/// A fresh random epoch: never 0 (which clients may use for "none"), and below 2^53 so
+/// a JavaScript client keeps it exactly.
 pub fn new_epoch() -> u64 {
-    rand::random::<u64>().max(1)
+    (rand::random::<u64>() >> 11).max(1)
 }
 
 impl Store {
@@ -138,7 +139,8 @@ impl Store {
         }
     }
 
-    /// Deletes a room and its history; returns how many history entries went.
+    /// Deletes a room, its history and its client message ids; returns how many history
+    /// entries went.
     pub fn delete_room_and_history(&self, id: &str) -> Result<usize, StoreError> {
         self.rooms.remove(id.as_bytes())?;
         self.delete_history(id)
