@@ -1078,7 +1078,11 @@ impl Config {
                 rooms.room_expiry_secs,
                 3_650 * DAY,
             ),
-            ("rooms.dedupe_window_secs", rooms.dedupe_window_secs, 7 * DAY),
+            (
+                "rooms.dedupe_window_secs",
+                rooms.dedupe_window_secs,
+                7 * DAY,
+            ),
             ("security.log_retention_days", s.log_retention_days, 36_500),
             ("store.flush_every_ms", self.store.flush_every_ms, 60_000),
             (

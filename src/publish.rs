@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use crate::authz::WriteGrant;
 use crate::auth::random_hex;
+use crate::authz::WriteGrant;
 use crate::hub::{Outgoing, Posted, Recent, Room};
 use crate::protocol::{self, ChatMessage, now_ms};
 use crate::state::AppState;

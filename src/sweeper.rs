@@ -91,7 +91,10 @@ fn sweep_store(state: &AppState, unloaded: Vec<(crate::store::RoomRecord, u64)>)
             if let Some(room) = state.hub.get(&record.id) {
                 room.prune_before(cutoff);
             }
-            log("old messages", store.trim_history_before(&record.id, cutoff));
+            log(
+                "old messages",
+                store.trim_history_before(&record.id, cutoff),
+            );
         }
     }
 

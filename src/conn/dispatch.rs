@@ -826,8 +826,7 @@ impl Conn {
             email: identity.email.clone(),
             system: false,
         };
-        match publish::publish(&self.state, &room, grant, &sender, content, client_msg_id).await
-        {
+        match publish::publish(&self.state, &room, grant, &sender, content, client_msg_id).await {
             Ok(ack) => {
                 if let Some(client_msg_id) = &ack.client_msg_id {
                     self.out.send_text(protocol::encode(

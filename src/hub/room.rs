@@ -65,7 +65,9 @@ pub enum Recent {
     Seen(Posted),
     /// Not seen. `certain` when the memory covers the whole window, so the store need
     /// not be asked.
-    Unseen { certain: bool },
+    Unseen {
+        certain: bool,
+    },
 }
 
 /// What a rejoining client asks for with `join {since, epoch}`, and what the caller read
@@ -208,7 +210,11 @@ pub enum JoinError {
     Retired,
     /// The replay needs stored messages `from..=to` read in `epoch`; read them and
     /// join again.
-    NeedStored { from: u64, to: u64, epoch: u64 },
+    NeedStored {
+        from: u64,
+        to: u64,
+        epoch: u64,
+    },
 }
 
 /// How a member left, which decides the frame the others see.
@@ -303,7 +309,7 @@ impl Room {
         }
         let replay = match resume {
             None => None,
-            Some(r) => match plan_replay(&st, r) {
+            Some(r) => match plan_replay(&st, r, self.limits.keep) {
                 Replay::Frames(frames) => Some(Some(frames)),
                 Replay::Lost => Some(None),
                 Replay::NeedStored { from, to } => {
@@ -454,6 +460,13 @@ impl Room {
             None => None,
         };
         let ring_first = st.ring.front().map_or(st.seq + 1, |e| e.record.seq);
+        // Retention by count applies to answers at once, even while the writer has not
+        // trimmed the store yet.
+        let floor = st.seq.saturating_sub(self.limits.keep);
+        let stored = stored.map(|s| {
+            let cut = s.partition_point(|r| r.seq <= floor);
+            &s[cut..]
+        });
         let ring_from = |after: u64| {
             st.ring
                 .iter()
@@ -728,8 +741,12 @@ enum Replay {
 /// where the ring starts, then the ring, provided the seqs run without a hole;
 /// otherwise lost (another epoch, a gap too long, trimmed or failed writes) or, when the
 /// store was not read or stopped short of the ring, a request to read it.
-fn plan_replay(st: &State, r: &Resume) -> Replay {
-    if r.epoch.is_some_and(|e| e != st.epoch) || r.since > st.seq || st.seq - r.since > r.max {
+fn plan_replay(st: &State, r: &Resume, keep: u64) -> Replay {
+    if r.epoch.is_some_and(|e| e != st.epoch)
+        || r.since > st.seq
+        || st.seq - r.since > r.max
+        || st.seq - r.since > keep
+    {
         return Replay::Lost;
     }
     let from = r.since + 1;

@@ -179,11 +179,10 @@ impl Store {
             n += 1;
         }
         if let Some(seq) = last {
-            self.last_seqs
-                .fetch_and_update(room_id.as_bytes(), |old| {
-                    let old = old.and_then(super::u64_from).unwrap_or(0);
-                    Some(old.max(seq).to_be_bytes().to_vec())
-                })?;
+            self.last_seqs.fetch_and_update(room_id.as_bytes(), |old| {
+                let old = old.and_then(super::u64_from).unwrap_or(0);
+                Some(old.max(seq).to_be_bytes().to_vec())
+            })?;
         }
         Ok(n)
     }
