@@ -354,8 +354,8 @@ pub struct RetentionConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
-    /// Messages kept per room; unset uses `rooms.message_history`.
-    pub max_messages: Option<u64>,
+    /// Messages kept per room; 0 uses `rooms.message_history`. Default 0.
+    pub max_messages: u64,
     /// Messages older than this many seconds are deleted by the sweeper; 0 keeps them
     /// regardless of age. Default 0.
     pub max_age_secs: u64,
@@ -384,9 +384,10 @@ impl RoomsConfig {
 
     /// Messages kept per room of this type.
     pub fn keep(&self, kind: &str) -> u64 {
-        self.retention(kind)
-            .max_messages
-            .unwrap_or(self.message_history)
+        match self.retention(kind).max_messages {
+            0 => self.message_history,
+            n => n,
+        }
     }
 
     /// Age past which messages of this type are deleted, ms; None keeps them.
@@ -947,11 +948,6 @@ impl Config {
             p.push("rooms.message_history must be positive".into());
         }
         for kind in ROOM_TYPES {
-            if rooms.retention(kind).max_messages == Some(0) {
-                p.push(format!(
-                    "rooms.retention.{kind}.max_messages must be positive"
-                ));
-            }
             const MAX_AGE: u64 = 36_500 * 86_400;
             if rooms.retention(kind).max_age_secs > MAX_AGE {
                 p.push(format!(
@@ -1519,6 +1515,48 @@ mod tests {
         assert!(c.problems().is_empty(), "{:?}", c.problems());
         c.notifications.inbox_max_age_secs += 1;
         assert_eq!(c.problems().len(), 1, "{:?}", c.problems());
+    }
+
+    #[test]
+    fn history_limits_are_checked_at_their_edges() {
+        let mut c = Config::default();
+        c.rooms.history_max_page = 1000;
+        c.rooms.max_client_msg_id_len = 256;
+        c.rooms.dedupe_window_secs = 7 * 86_400;
+        c.rooms.retention.notification.max_messages = 1;
+        c.rooms.retention.chat.max_age_secs = 36_500 * 86_400;
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.rooms.history_max_page = 1001;
+        c.rooms.max_client_msg_id_len = 257;
+        c.rooms.dedupe_window_secs = 7 * 86_400 + 1;
+        c.rooms.retention.chat.max_age_secs = 36_500 * 86_400 + 1;
+        c.rooms.dedupe_max_entries = 0;
+        let p = c.problems();
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("rooms.retention.chat.max_age_secs"))
+        );
+        // Per-type counts fall back to rooms.message_history; the replay cap follows
+        // the joiner's queue.
+        let mut c = Config::default();
+        c.rooms.message_history = 9;
+        c.rooms.retention.document.max_messages = 3;
+        assert_eq!((c.rooms.keep("chat"), c.rooms.keep("document")), (9, 3));
+        assert_eq!(c.rooms.max_age_ms("chat"), None);
+        c.connection.outbound_queue = 100;
+        assert_eq!(c.max_replay(), 50);
+        // Nested per-type fields can be set from the environment.
+        let c = Config::load(
+            &Overrides::default(),
+            &env(&[
+                ("ROOMGATE_ROOMS__RETENTION__CHAT__MAX_MESSAGES", "5"),
+                ("ROOMGATE_ROOMS__RETENTION__DOCUMENT__MAX_AGE_SECS", "60"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rooms.keep("chat"), 5);
+        assert_eq!(c.rooms.max_age_ms("document"), Some(60_000));
     }
 
     #[test]

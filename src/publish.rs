@@ -94,8 +94,11 @@ pub async fn publish(
             Recent::Seen(p) => return Ok(ack(p)),
             Recent::Unseen { certain: true } => {}
             // The room was loaded within the window (or forgot ids under its cap): an
-            // earlier send may only be in the store.
+            // earlier send may only be in the store, or on its way there.
             Recent::Unseen { certain: false } => {
+                if room.has_pending_writes() {
+                    state.history.sync().await;
+                }
                 let window_ms = rooms.dedupe_window_secs.saturating_mul(1000);
                 if let Some(a) = state.store.client_msg(&room.id, &sender.user_id, c)?
                     && a.at_ms.saturating_add(window_ms) > now_ms()

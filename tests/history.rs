@@ -488,7 +488,7 @@ async fn rejoin_recovers_across_a_restart() {
 #[tokio::test]
 async fn rejoin_after_history_was_trimmed_past_the_gap_is_not_recovered() {
     let s = TestServer::start_with(|c| {
-        c.rooms.retention.chat.max_messages = Some(5);
+        c.rooms.retention.chat.max_messages = 5;
         c.rate_limits.message.points = 1000;
     })
     .await;
@@ -754,12 +754,41 @@ async fn a_client_msg_id_is_forgotten_after_the_window() {
     }
 }
 
+#[tokio::test]
+async fn ids_beyond_the_in_memory_cap_are_found_in_the_store() {
+    // Time passing is the subject here: the room must have been loaded for longer than
+    // the window, so that its memory alone would be trusted if it had not evicted.
+    let s = TestServer::start_with(|c| {
+        c.rooms.dedupe_window_secs = 2;
+        c.rooms.dedupe_max_entries = 2;
+    })
+    .await;
+    let mut alice = s.authed("alice").await;
+    alice.join("capped").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let ack = say_with_id(&mut alice, "capped", id, id).await;
+        assert_eq!(
+            (&ack["seq"], &ack["duplicate"]),
+            (&json!(i + 1), &json!(false))
+        );
+    }
+    // "a" was evicted from memory (cap 2) right away; the store still knows it, even
+    // though the writer may not have applied it yet.
+    for id in ["a", "b", "c"] {
+        let ack = say_with_id(&mut alice, "capped", "again", id).await;
+        assert_eq!(ack["duplicate"], true, "{id}: {ack}");
+    }
+    s.server().state().history.sync().await;
+    assert_eq!(s.server().state().store.history("capped").unwrap().len(), 3);
+}
+
 // 5. Retention -------------------------------------------------------------------------
 
 #[tokio::test]
 async fn retention_is_per_room_type_by_count_and_age() {
     let s = TestServer::start_with(|c| {
-        c.rooms.retention.document.max_messages = Some(2);
+        c.rooms.retention.document.max_messages = 2;
         c.rooms.retention.collaboration.max_age_secs = 1;
         c.store.sweep_interval_secs = 1;
         c.rate_limits.message.points = 1000;

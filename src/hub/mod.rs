@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use outbound::{Control, Outbound};
 pub use registry::{Admission, Registration, Registry};
 pub use room::{
-    Departure, Entry, JoinError, Joined, KickTarget, MemberInfo, Membership, NeedStore,
-    Outgoing, Page, PageQuery, Posted, Recent, Resume, Retired, Room, RoomLimits,
+    Departure, Entry, JoinError, Joined, KickTarget, MemberInfo, Membership, NeedStore, Outgoing,
+    Page, PageQuery, Posted, Recent, Resume, Retired, Room, RoomLimits,
 };
 
 use crate::config::RoomsConfig;

@@ -266,6 +266,11 @@ impl Room {
         self.limits
     }
 
+    /// Whether the history writer has items of this room it has not applied yet.
+    pub fn has_pending_writes(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
+    }
+
     /// The room's current definition.
     pub fn record(&self) -> Arc<RoomRecord> {
         self.record
