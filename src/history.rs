@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::batch::{BatchWriter, Slot};
 use crate::hub::{Lookup, NeedStore, Page, PageQuery, Room};
+use crate::metrics::Metrics;
 use crate::protocol::wire_epoch;
 use crate::state::AppState;
 use crate::store::{HistoryRecord, Store, StoreError, new_epoch};
@@ -64,10 +66,12 @@ impl HistorySlot {
 pub struct HistoryWriter(BatchWriter<HistoryItem>);
 
 impl HistoryWriter {
-    /// Starts the writer.
-    pub fn start(store: Store, queue: usize) -> HistoryWriter {
+    /// Starts the writer; each batch's write time goes to `metrics.history_append`.
+    pub fn start(store: Store, queue: usize, metrics: Arc<Metrics>) -> HistoryWriter {
         HistoryWriter(BatchWriter::start(queue, 512, move |batch| {
-            write(&store, batch)
+            let started = Instant::now();
+            write(&store, batch);
+            metrics.history_append.observe(started.elapsed());
         }))
     }
 

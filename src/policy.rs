@@ -83,6 +83,9 @@ pub async fn delete_room(state: &AppState, room_id: &str) -> Result<bool, StoreE
     if let Some(room) = state.hub.get(room_id) {
         room.kick(&KickTarget::Everyone, "room_deleted");
     }
+    // A live room leaves memory only once the writer has applied what it published (so
+    // nothing lands after the deletion below).
+    state.history.sync().await;
     state.hub.forget(room_id);
     state.store.delete_room_and_history(room_id)?;
     state.store.flush().await?;

@@ -6,6 +6,8 @@
 //! or an await (the room's own methods take and release it).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use crate::auth::random_hex;
 use crate::authz::WriteGrant;
@@ -109,6 +111,7 @@ pub async fn publish(
                         seq: a.seq,
                         epoch,
                         duplicate: true,
+                        recipients: 0,
                     }));
                 }
             }
@@ -134,8 +137,16 @@ pub async fn publish(
         .reserve()
         .await
         .ok_or(PublishError::ShuttingDown)?;
+    let started = Instant::now();
     let posted = room
         .publish(grant, Outgoing { record, body }, slot)
         .map_err(|_| PublishError::RoomRetired)?;
+    if !posted.duplicate {
+        let m = &state.metrics;
+        m.fanout.observe(started.elapsed());
+        m.messages_out.fetch_add(1, Ordering::Relaxed);
+        m.deliveries
+            .fetch_add(posted.recipients as u64, Ordering::Relaxed);
+    }
     Ok(ack(posted))
 }

@@ -118,12 +118,13 @@ impl Server {
             bootstrap_admin(&store, &cfg, &passwords).await?;
         }
         let cfg = Arc::new(cfg);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let state = AppState {
             verifier,
             roles: Arc::new(RoleTable::load(&store)?),
-            metrics: Arc::new(crate::metrics::Metrics::default()),
+            metrics: metrics.clone(),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
-            history: HistoryWriter::start(store.clone(), cfg.store.history_queue),
+            history: HistoryWriter::start(store.clone(), cfg.store.history_queue, metrics),
             hub: Arc::new(Hub::new(store.clone(), cfg.rooms.clone())),
             notifier: Arc::new(Notifier::new(store.clone(), &cfg)),
             registry: Arc::new(Registry::new(

@@ -80,6 +80,14 @@ async fn metrics_parse_and_move_under_traffic() {
     assert_eq!(v1["roomgate_room_participants{}"], 2.0);
     assert!(v1["roomgate_connections_opened_total{}"] >= 3.0);
     assert!(v1["roomgate_messages_in_total{}"] >= 6.0);
+    // One broadcast to two members, timed; its history batch written and timed.
+    assert_eq!(v1["roomgate_messages_out_total{}"], 1.0, "{after}");
+    assert_eq!(v1["roomgate_deliveries_total{}"], 2.0, "{after}");
+    assert_eq!(v1["roomgate_fanout_seconds{}"], 1.0, "{after}");
+    s.server().state().history.sync().await;
+    let (_, after) = scrape(&s, &[]).await;
+    let (_, v2) = values(&after);
+    assert!(v2["roomgate_history_append_seconds{}"] >= 1.0, "{after}");
     assert_eq!(
         v1["roomgate_auth_failures_total{reason=malformed}"], 1.0,
         "{after}"

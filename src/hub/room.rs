@@ -57,6 +57,8 @@ pub struct Posted {
     /// The client message id was seen before: nothing was stored or sent, and `id` and
     /// `seq` are the original's.
     pub duplicate: bool,
+    /// Members the frame was queued to.
+    pub recipients: usize,
 }
 
 /// A client message id looked up in the room's memory.
@@ -377,6 +379,7 @@ impl Room {
                 seq: *seq,
                 epoch: st.epoch,
                 duplicate: true,
+                recipients: 0,
             }),
             None => Recent::Unseen {
                 certain: st.recent.complete_from_ms.saturating_add(window) <= now,
@@ -413,6 +416,7 @@ impl Room {
                     seq: *seq,
                     epoch: st.epoch,
                     duplicate: true,
+                    recipients: 0,
                 });
             }
         }
@@ -443,6 +447,7 @@ impl Room {
             seq,
             epoch,
             duplicate: false,
+            recipients: st.members.len(),
         })
     }
 
