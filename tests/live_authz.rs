@@ -105,7 +105,15 @@ async fn losing_and_gaining_write_is_announced_and_enforced() {
         .set_user_roles("carol", strings(&["writer"]), 0)
         .unwrap();
     let mut carol = s.authed("carol").await;
-    carol.join("news").await;
+    let joined = carol.join("news").await;
+    assert_eq!(
+        joined["permissions"],
+        json!({"read": true, "write": true, "admin": false})
+    );
+    // A reader sees the room as read-only from the start.
+    let mut reader = s.authed("rita").await;
+    let joined = reader.join("news").await;
+    assert_eq!(joined["permissions"]["write"], false);
     carol.say("news", "first").await;
     carol.expect("message").await;
 

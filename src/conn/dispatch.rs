@@ -566,7 +566,12 @@ impl Conn {
         self.drop_if_kicked(room_id);
         if let Some(existing) = self.rooms.get(room_id) {
             // Joining twice is harmless: answer as the first time, announce nothing.
-            existing.room().rejoined(&self.out, since.is_some());
+            let access = self
+                .room_access
+                .get(room_id)
+                .copied()
+                .unwrap_or_default();
+            existing.room().rejoined(&self.out, since.is_some(), access);
             return;
         }
         if self.rooms.len() >= self.state.cfg.connection.max_rooms_per_connection {
@@ -622,6 +627,7 @@ impl Conn {
                 conn_id: self.id,
                 connection_id: self.connection_id.as_str().into(),
                 joined_ms: now_ms(),
+                access,
                 user_id: user_id.clone(),
                 email: identity.email.clone(),
                 out: self.out.clone(),

@@ -130,6 +130,8 @@ pub struct MemberInfo {
     pub user_id: Arc<str>,
     pub email: Option<Arc<str>>,
     pub joined_ms: u64,
+    /// The member's rights when it joined (told to it in `room_joined`).
+    pub access: crate::authz::Access,
     pub out: Outbound,
 }
 
@@ -343,7 +345,9 @@ impl Room {
             fan_out(&st, &frame, Some(&member.user_id));
         }
         let recovered = replay.as_ref().map(Option::is_some);
-        member.out.send_text(room_joined(&self.id, &st, recovered));
+        member
+            .out
+            .send_text(room_joined(&self.id, &st, recovered, member.access));
         for frame in replay.into_iter().flatten().flatten() {
             member.out.send(frame);
         }
@@ -361,9 +365,14 @@ impl Room {
     /// the current epoch and seq, queued under the lock so every message up to that seq
     /// is already ahead of it in the queue (hence `recovered: true` when `since` was
     /// given: the connection missed nothing).
-    pub fn rejoined(&self, out: &Outbound, since_given: bool) {
+    pub fn rejoined(&self, out: &Outbound, since_given: bool, access: crate::authz::Access) {
         let st = self.lock();
-        out.send_text(room_joined(&self.id, &st, since_given.then_some(true)));
+        out.send_text(room_joined(
+            &self.id,
+            &st,
+            since_given.then_some(true),
+            access,
+        ));
     }
 
     /// Looks a client message id up among those accepted within the dedupe window.
@@ -728,7 +737,12 @@ impl Room {
     }
 }
 
-fn room_joined(room_id: &str, st: &State, recovered: Option<bool>) -> String {
+fn room_joined(
+    room_id: &str,
+    st: &State,
+    recovered: Option<bool>,
+    access: crate::authz::Access,
+) -> String {
     protocol::encode(
         "room_joined",
         &RoomJoined {
@@ -737,6 +751,11 @@ fn room_joined(room_id: &str, st: &State, recovered: Option<bool>) -> String {
             epoch: st.epoch,
             seq: st.seq,
             recovered,
+            permissions: protocol::RoomRights {
+                read: access.read,
+                write: access.write,
+                admin: access.admin,
+            },
         },
     )
 }

@@ -478,6 +478,16 @@ pub struct RoomJoined<'a> {
     pub seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// The joiner's rights here, so a client can show a read-only room as such.
+    pub permissions: RoomRights,
+}
+
+/// `{read, write, admin}` in `room_joined`.
+#[derive(Serialize, Debug, Clone, Copy)]
+pub struct RoomRights {
+    pub read: bool,
+    pub write: bool,
+    pub admin: bool,
 }
 
 /// `room_left {roomId}`: our acknowledgement of `leave` (the seed sends none).
