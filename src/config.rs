@@ -483,6 +483,19 @@ pub struct StoreConfig {
     pub audit_queue: usize,
     /// History records buffered for the writer; publishers wait when full. Default 4096.
     pub history_queue: usize,
+    /// `relaxed`: a message is acknowledged once queued for the history writer; a crash
+    /// can lose what sled had not flushed (up to `flush_every_ms` plus the queue).
+    /// `strict`: the writer flushes each batch to disk (group commit) and `message_ack`
+    /// waits for the flush of the batch holding the message. Default relaxed.
+    pub durability: Durability,
+}
+
+/// When an acknowledged message is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Relaxed,
+    Strict,
 }
 
 impl Default for Config {
@@ -629,6 +642,7 @@ impl Default for StoreConfig {
             sweep_interval_secs: 60,
             audit_queue: 4096,
             history_queue: 4096,
+            durability: Durability::Relaxed,
         }
     }
 }

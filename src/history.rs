@@ -67,10 +67,16 @@ pub struct HistoryWriter(BatchWriter<HistoryItem>);
 
 impl HistoryWriter {
     /// Starts the writer; each batch's write time goes to `metrics.history_append`.
-    pub fn start(store: Store, queue: usize, metrics: Arc<Metrics>) -> HistoryWriter {
+    /// With `strict`, each batch is flushed to disk before the writer takes the next, so
+    /// a barrier (`sync`) returning means everything before it is durable: one fsync
+    /// covers every message that arrived while the previous one ran (group commit).
+    pub fn start(store: Store, queue: usize, strict: bool, metrics: Arc<Metrics>) -> HistoryWriter {
         HistoryWriter(BatchWriter::start(queue, 512, move |batch| {
             let started = Instant::now();
             write(&store, batch);
+            if strict && let Err(e) = store.flush_blocking() {
+                tracing::error!(error = %e, "flushing history failed");
+            }
             metrics.history_append.observe(started.elapsed());
         }))
     }

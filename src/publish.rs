@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::auth::random_hex;
 use crate::authz::WriteGrant;
+use crate::config::Durability;
 use crate::hub::{Outgoing, Posted, Recent, Room};
 use crate::protocol::{self, ChatMessage, now_ms};
 use crate::state::AppState;
@@ -69,7 +70,26 @@ pub fn valid_client_msg_id(id: &str, max_len: usize) -> bool {
 /// room's next seq. With a `client_msg_id` that this user already used in this room
 /// within `rooms.dedupe_window_secs`, nothing is stored or sent and the original's id
 /// and seq come back with `duplicate: true`.
+///
+/// With `store.durability = "strict"` it returns only once the message (or, for a
+/// duplicate, its original) is flushed to disk, so an `Ack` is a durable fact.
 pub async fn publish(
+    state: &AppState,
+    room: &Arc<Room>,
+    grant: WriteGrant,
+    sender: &Sender,
+    content: &str,
+    client_msg_id: Option<&str>,
+) -> Result<Ack, PublishError> {
+    let ack = publish_queued(state, room, grant, sender, content, client_msg_id).await?;
+    if state.cfg.store.durability == Durability::Strict {
+        // The writer flushes every batch in strict mode: its barrier is a durability point.
+        state.history.sync().await;
+    }
+    Ok(ack)
+}
+
+async fn publish_queued(
     state: &AppState,
     room: &Arc<Room>,
     grant: WriteGrant,

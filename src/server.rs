@@ -124,7 +124,12 @@ impl Server {
             roles: Arc::new(RoleTable::load(&store)?),
             metrics: metrics.clone(),
             audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
-            history: HistoryWriter::start(store.clone(), cfg.store.history_queue, metrics),
+            history: HistoryWriter::start(
+                store.clone(),
+                cfg.store.history_queue,
+                cfg.store.durability == crate::config::Durability::Strict,
+                metrics,
+            ),
             hub: Arc::new(Hub::new(store.clone(), cfg.rooms.clone())),
             notifier: Arc::new(Notifier::new(store.clone(), &cfg)),
             registry: Arc::new(Registry::new(

@@ -566,11 +566,7 @@ impl Conn {
         self.drop_if_kicked(room_id);
         if let Some(existing) = self.rooms.get(room_id) {
             // Joining twice is harmless: answer as the first time, announce nothing.
-            let access = self
-                .room_access
-                .get(room_id)
-                .copied()
-                .unwrap_or_default();
+            let access = self.room_access.get(room_id).copied().unwrap_or_default();
             existing.room().rejoined(&self.out, since.is_some(), access);
             return;
         }
