@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod notify;
 pub mod passwords;
 pub mod policy;
+pub mod principal;
 pub mod protocol;
 pub mod publish;
 pub mod ratelimit;

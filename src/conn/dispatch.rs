@@ -13,6 +13,7 @@ use crate::auth::{AuthError, Verified, random_hex};
 use crate::authz::Permissions;
 use crate::hub::{Entry, JoinError, Joined, Lookup, MemberInfo, PageQuery, Resume};
 use crate::notify::NewNotification;
+use crate::principal;
 use crate::protocol::{
     self, AuthSuccess, ChatMessage, ClientFrame, ErrorCode, HeartbeatResponse, HistoryPage,
     MessageAck, RoomLeft, TokenExpiry, UserView, now_ms,
@@ -471,36 +472,22 @@ impl Conn {
         ))
     }
 
-    /// The roles and permissions a user acts with: the default roles, the stored grants,
-    /// and the token's `roles` claim when `auth.trust_role_claims` is on; permissions from
-    /// the role table plus the user's own. Read at `auth`, at every `refresh`, and again
-    /// whenever an operator changes roles or permissions.
+    /// The roles and permissions a user acts with (see `principal::roles_for`). Read at
+    /// `auth`, at every `refresh`, and again whenever an operator changes roles or
+    /// permissions.
     pub(super) fn roles_for(
         &self,
         user_id: &str,
         claimed: &[String],
     ) -> Result<(Vec<String>, Permissions), StoreError> {
-        let cfg = &self.state.cfg.auth;
-        let grants = self.state.store.user_grants(user_id)?;
-        let mut roles = cfg.default_roles.clone();
-        let mut extra = grants.roles;
-        if cfg.trust_role_claims {
-            extra.extend(claimed.iter().cloned());
-        }
-        for r in extra {
-            if !roles.contains(&r) {
-                roles.push(r);
-            }
-        }
-        let permissions = self.state.roles.permissions(&roles, &grants.permissions);
-        Ok((roles, permissions))
+        principal::roles_for(&self.state, user_id, claimed)
     }
 
     /// Refuses a token from an external provider whose `sub` names a built-in account:
     /// stored roles, grants and sessions are keyed by user id, so the provider's "admin"
     /// would otherwise act as roomgate's own `admin`.
     fn check_foreign_sub(&self, v: &Verified) -> Result<(), AuthFailure> {
-        if v.external && self.state.store.account(&v.user_id)?.is_some() {
+        if principal::foreign_sub_collides(&self.state.store, v)? {
             return Err(AuthFailure::Client(
                 ErrorCode::AuthFailed,
                 "sub_collides_with_account",
@@ -512,29 +499,7 @@ impl Conn {
     /// Whether any of the token's revocation keys, a missing refresh family, or a
     /// user-wide cut-off refuses it.
     fn is_revoked(&self, v: &Verified, keys: &[String]) -> Result<bool, StoreError> {
-        let store = &self.state.store;
-        for key in keys.iter().filter(|k| !k.starts_with("session:")) {
-            if store.is_token_revoked(key)? {
-                return Ok(true);
-            }
-        }
-        // A login (refresh family) that is gone, swept once its last access token has
-        // expired or never stored, has ended: so have its access tokens (they carry its
-        // `family:` key) and the sessions they opened (resumed with it too).
-        for family in keys.iter().filter_map(|k| k.strip_prefix("family:")) {
-            if store.family(family)?.is_none() {
-                return Ok(true);
-            }
-        }
-        let Some(cutoff) = store.user_revoked_before(&v.user_id)? else {
-            return Ok(false);
-        };
-        // roomgate's own tokens are judged by when their login began (ms), so a login
-        // right after a password change is not caught by `iat`'s whole-second rounding.
-        if let Some(family) = &v.family {
-            return Ok(store.family(family)?.is_none_or(|f| f.created_ms <= cutoff));
-        }
-        Ok(v.issued_at.saturating_mul(1000) <= cutoff)
+        principal::is_revoked(&self.state.store, v, keys)
     }
 
     pub(super) fn valid_room_id(&self, room_id: &str) -> bool {
