@@ -44,6 +44,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: RoomCmd,
     },
+    /// Manage API keys for the admin HTTP API.
+    Apikey {
+        #[command(subcommand)]
+        cmd: ApikeyCmd,
+    },
     /// Revoke one token (by value or jti) or every session of a user.
     Revoke {
         /// The token to revoke; `-` reads it from stdin (keeps it out of `ps`).
@@ -109,6 +114,26 @@ pub enum UserCmd {
         /// Comma-separated roles, e.g. user,admin; empty clears them.
         #[arg(long, value_delimiter = ',', num_args = 0..)]
         set: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCmd {
+    /// Create a key; it is printed once and stored only as a digest.
+    Create {
+        /// Unique name (1-64 of A-Z a-z 0-9 _ - . :).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated permissions the key carries, e.g. stats:read,events:read.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List keys (names, ids, scopes, creation and last use; never the keys).
+    List,
+    /// Revoke a key by name or id; requests with it get 401 from then on.
+    Revoke {
+        /// The key's name or id.
+        key: String,
     },
 }
 

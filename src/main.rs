@@ -8,7 +8,7 @@ use std::io::Read;
 use anyhow::{Context, bail};
 use clap::Parser;
 use roomgate::admin::{self, Request, Target};
-use roomgate::cli::{Cli, Command, RoomCmd, UserCmd, parse_since};
+use roomgate::cli::{ApikeyCmd, Cli, Command, RoomCmd, UserCmd, parse_since};
 use roomgate::config::{Config, LogFormat, Overrides};
 use roomgate::protocol::now_ms;
 use roomgate::server::Server;
@@ -96,6 +96,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             admin,
             max_participants: max,
         },
+        Some(Command::Apikey { cmd }) => match cmd {
+            ApikeyCmd::Create { name, scopes } => Request::ApikeyCreate { name, scopes },
+            ApikeyCmd::List => Request::ApikeyList,
+            ApikeyCmd::Revoke { key } => Request::ApikeyRevoke { key },
+        },
         Some(Command::Revoke { token, jti, user }) => match (token, jti, user) {
             (Some(t), None, None) => {
                 let token = if t == "-" {
@@ -133,7 +138,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
         },
     };
-    let is_lines = matches!(request, Request::Events { .. } | Request::UserList);
+    let is_lines = matches!(
+        request,
+        Request::Events { .. } | Request::UserList | Request::ApikeyList
+    );
     let result = operate(&cfg, request).await?;
     match (is_lines, result) {
         (true, Value::Array(events)) => {

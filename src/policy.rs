@@ -8,9 +8,10 @@
 //! callers check that) and never holds a lock across the store.
 
 use crate::hub::KickTarget;
+use crate::protocol::AclChange;
 use crate::protocol::now_ms;
 use crate::state::AppState;
-use crate::store::{RoleRecord, RoomRecord, StoreError, UserGrants};
+use crate::store::{RoleRecord, RoomRecord, RoomUserGrant, StoreError, UserGrants};
 
 /// Replaces a user's stored roles and re-evaluates the user's open connections.
 pub async fn set_user_roles(
@@ -90,4 +91,85 @@ pub async fn delete_room(state: &AppState, room_id: &str) -> Result<bool, StoreE
     state.store.delete_room_and_history(room_id)?;
     state.store.flush().await?;
     Ok(existed)
+}
+
+/// Validates an ACL change (role names, user ids, list sizes up to `limit`); the
+/// offending field on failure. Shared by the `room_acl` frame and the admin API.
+pub fn check_acl_change(c: &AclChange, limit: usize) -> Result<(), &'static str> {
+    for (field, list) in [("read", &c.read), ("write", &c.write), ("admin", &c.admin)] {
+        if let Some(list) = list
+            && (list.len() > limit || !list.iter().all(|r| valid_role(r)))
+        {
+            return Err(field);
+        }
+    }
+    let users = [
+        ("grant", c.grant.as_ref().map(|g| &g.0)),
+        ("revokeGrant", c.revoke_grant.as_ref()),
+        ("ban", c.ban.as_ref()),
+        ("unban", c.unban.as_ref()),
+    ];
+    for (field, user) in users {
+        if user.is_some_and(|u| !valid_user_id(u)) {
+            return Err(field);
+        }
+    }
+    Ok(())
+}
+
+/// Applies an ACL change to a room record; false when it would take a grant or ban list
+/// past `limit` (the record is then left as it was). Pure, so it may run inside
+/// [`update_room`]'s retried closure.
+pub fn apply_acl_change(r: &mut RoomRecord, c: &AclChange, limit: usize) -> bool {
+    let mut next = r.clone();
+    if let Some(v) = &c.read {
+        next.read = v.clone();
+    }
+    if let Some(v) = &c.write {
+        next.write = v.clone();
+    }
+    if let Some(v) = &c.admin {
+        next.admin = v.clone();
+    }
+    if let Some(v) = c.show_emails {
+        next.show_emails = v;
+    }
+    if let Some((user, read, write, admin)) = &c.grant {
+        next.user_grants.retain(|g| g.user_id != *user);
+        next.user_grants.push(RoomUserGrant {
+            user_id: user.clone(),
+            read: *read,
+            write: *write,
+            admin: *admin,
+        });
+    }
+    if let Some(user) = &c.revoke_grant {
+        next.user_grants.retain(|g| g.user_id != *user);
+    }
+    if let Some(user) = &c.ban
+        && !next.bans.contains(user)
+    {
+        next.bans.push(user.clone());
+    }
+    if let Some(user) = &c.unban {
+        next.bans.retain(|b| b != user);
+    }
+    if next.user_grants.len() > limit || next.bans.len() > limit {
+        return false;
+    }
+    *r = next;
+    true
+}
+
+/// A role name as ACLs store it: 1-64 bytes of letters, digits and `_-.:`.
+pub fn valid_role(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+}
+
+/// A user id as tokens carry it: 1-256 bytes, no control characters.
+pub fn valid_user_id(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control)
 }

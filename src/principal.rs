@@ -6,7 +6,8 @@
 //! never writes anything and never verifies signatures (that is `auth`'s job).
 
 use crate::auth::Verified;
-use crate::authz::Permissions;
+use crate::authz::{Permissions, RoleTable};
+use crate::config::AuthConfig;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
@@ -25,8 +26,24 @@ pub fn roles_for(
     user_id: &str,
     claimed: &[String],
 ) -> Result<(Vec<String>, Permissions), StoreError> {
-    let cfg = &state.cfg.auth;
-    let grants = state.store.user_grants(user_id)?;
+    roles_from(
+        &state.cfg.auth,
+        &state.store,
+        &state.roles,
+        user_id,
+        claimed,
+    )
+}
+
+/// [`roles_for`] from its parts, for a stopped server (the CLI's own role table).
+pub fn roles_from(
+    cfg: &AuthConfig,
+    store: &Store,
+    table: &RoleTable,
+    user_id: &str,
+    claimed: &[String],
+) -> Result<(Vec<String>, Permissions), StoreError> {
+    let grants = store.user_grants(user_id)?;
     let mut roles = cfg.default_roles.clone();
     let mut extra = grants.roles;
     if cfg.trust_role_claims {
@@ -37,7 +54,7 @@ pub fn roles_for(
             roles.push(r);
         }
     }
-    let permissions = state.roles.permissions(&roles, &grants.permissions);
+    let permissions = table.permissions(&roles, &grants.permissions);
     Ok((roles, permissions))
 }
 

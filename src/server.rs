@@ -145,6 +145,7 @@ impl Server {
             trusted_proxies: cfg.trusted_proxies().into(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            started_ms: crate::protocol::now_ms(),
             store,
             cfg: cfg.clone(),
         };

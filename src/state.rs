@@ -44,4 +44,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// When this server started (ms since the epoch), for uptime in stats.
+    pub started_ms: u64,
 }

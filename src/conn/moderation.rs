@@ -12,7 +12,7 @@ use crate::protocol::{
     self, AclChange, ErrorCode, KickWho, Kicked, PermissionsUpdated, Presence, RoomAclView,
     RoomLeft, UserGrantView,
 };
-use crate::store::{RoomRecord, RoomUserGrant};
+use crate::store::RoomRecord;
 
 use super::{Conn, Session};
 
@@ -179,7 +179,7 @@ impl Conn {
             return;
         }
         if let KickWho::User(u) = &who
-            && !valid_user_id(u)
+            && !policy::valid_user_id(u)
         {
             self.error_with(ErrorCode::InvalidField, Some("userId"), Some(room_id), None);
             return;
@@ -242,7 +242,8 @@ impl Conn {
         if self.require(&room, "room_acl", |a| a.admin).is_none() {
             return;
         }
-        if let Err(field) = self.check_acl_change(&change) {
+        if let Err(field) = policy::check_acl_change(&change, self.state.cfg.rooms.max_acl_entries)
+        {
             self.error_with(ErrorCode::InvalidField, Some(field), Some(room_id), None);
             return;
         }
@@ -252,7 +253,7 @@ impl Conn {
             let limit = self.state.cfg.rooms.max_acl_entries;
             let mut too_many = false;
             let result = policy::update_room(&self.state, room_id, |r| {
-                too_many = !apply_acl_change(r, &change, limit);
+                too_many = !policy::apply_acl_change(r, &change, limit);
             })
             .await;
             match result {
@@ -285,73 +286,6 @@ impl Conn {
         self.out
             .send_text(protocol::encode("room_acl", &acl_view(&record)));
     }
-
-    /// Validates role names, user ids and list sizes; the offending field on failure.
-    fn check_acl_change(&self, c: &AclChange) -> Result<(), &'static str> {
-        let limit = self.state.cfg.rooms.max_acl_entries;
-        for (field, list) in [("read", &c.read), ("write", &c.write), ("admin", &c.admin)] {
-            if let Some(list) = list
-                && (list.len() > limit || !list.iter().all(|r| valid_role(r)))
-            {
-                return Err(field);
-            }
-        }
-        let users = [
-            ("grant", c.grant.as_ref().map(|g| &g.0)),
-            ("revokeGrant", c.revoke_grant.as_ref()),
-            ("ban", c.ban.as_ref()),
-            ("unban", c.unban.as_ref()),
-        ];
-        for (field, user) in users {
-            if user.is_some_and(|u| !valid_user_id(u)) {
-                return Err(field);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Applies the change; false when it would take a grant or ban list past `limit` (the
-/// record is then left as it was).
-fn apply_acl_change(r: &mut RoomRecord, c: &AclChange, limit: usize) -> bool {
-    let mut next = r.clone();
-    if let Some(v) = &c.read {
-        next.read = v.clone();
-    }
-    if let Some(v) = &c.write {
-        next.write = v.clone();
-    }
-    if let Some(v) = &c.admin {
-        next.admin = v.clone();
-    }
-    if let Some(v) = c.show_emails {
-        next.show_emails = v;
-    }
-    if let Some((user, read, write, admin)) = &c.grant {
-        next.user_grants.retain(|g| g.user_id != *user);
-        next.user_grants.push(RoomUserGrant {
-            user_id: user.clone(),
-            read: *read,
-            write: *write,
-            admin: *admin,
-        });
-    }
-    if let Some(user) = &c.revoke_grant {
-        next.user_grants.retain(|g| g.user_id != *user);
-    }
-    if let Some(user) = &c.ban
-        && !next.bans.contains(user)
-    {
-        next.bans.push(user.clone());
-    }
-    if let Some(user) = &c.unban {
-        next.bans.retain(|b| b != user);
-    }
-    if next.user_grants.len() > limit || next.bans.len() > limit {
-        return false;
-    }
-    *r = next;
-    true
 }
 
 /// The `room_acl` answer for a record.
@@ -374,17 +308,4 @@ pub(crate) fn acl_view(r: &RoomRecord) -> RoomAclView<'_> {
             .collect(),
         bans: &r.bans,
     }
-}
-
-/// A role name as ACLs store it: 1-64 bytes of letters, digits and `_-.:`.
-pub(crate) fn valid_role(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 64
-        && r.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
-}
-
-/// A user id as tokens carry it: 1-256 bytes, no control characters.
-pub(crate) fn valid_user_id(u: &str) -> bool {
-    !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control)
 }

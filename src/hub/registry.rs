@@ -173,6 +173,11 @@ impl Registry {
         n
     }
 
+    /// How many authenticated connections `user` has open.
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.lock().by_user.get(user).map_or(0, Vec::len)
+    }
+
     /// Asks every connection of `user` to re-evaluate its rights; returns how many.
     pub fn recheck_user(&self, user: &str) -> usize {
         let inner = self.lock();

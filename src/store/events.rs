@@ -20,9 +20,16 @@ pub struct EventRecord {
 /// Which events to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
+    /// Only events at or after this time (ms).
     pub since_ms: Option<u64>,
+    /// Only events at or before this time (ms).
+    pub until_ms: Option<u64>,
     pub action: Option<String>,
+    /// Only events with this result (`success`, `failure`).
+    pub result: Option<String>,
     pub limit: Option<usize>,
+    /// Resume after this event key (a page cursor from [`Store::events_page`]).
+    pub after: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -40,20 +47,47 @@ impl Store {
 
     /// Events matching the filter, oldest first.
     pub fn events(&self, f: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
-        let start = f.since_ms.unwrap_or(0).to_be_bytes();
+        Ok(self.events_page(f)?.0)
+    }
+
+    /// Events matching the filter, oldest first, and the key of the last one when the
+    /// page is full (more may follow: pass it back as `after`).
+    pub fn events_page(
+        &self,
+        f: &EventFilter,
+    ) -> Result<(Vec<EventRecord>, Option<Vec<u8>>), StoreError> {
+        let since = f.since_ms.unwrap_or(0).to_be_bytes().to_vec();
+        let start = match &f.after {
+            // Just past the cursor key: the key with a 0 byte appended sorts right after it.
+            Some(after) if *after >= since => {
+                let mut k = after.clone();
+                k.push(0);
+                k
+            }
+            _ => since,
+        };
         let mut out = Vec::new();
+        let mut last = None;
         for item in self.events.range(start..) {
-            let (_, v) = item?;
+            let (k, v) = item?;
+            if f.until_ms
+                .is_some_and(|u| k.get(..8).and_then(u64_from).is_some_and(|ts| ts > u))
+            {
+                break;
+            }
             let e: EventRecord = codec::decode(&v)?;
-            if f.action.as_deref().is_some_and(|a| a != e.action) {
+            if f.action.as_deref().is_some_and(|a| a != e.action)
+                || f.result.as_deref().is_some_and(|r| r != e.result)
+            {
                 continue;
             }
             out.push(e);
             if f.limit.is_some_and(|l| out.len() >= l) {
+                last = Some(k.to_vec());
                 break;
             }
         }
-        Ok(out)
+        Ok((out, last))
     }
 
     /// Drops events older than `before_ms` and the oldest beyond `max_count`.

@@ -26,11 +26,14 @@
 //! - `roomid_lastseq`: room id => u64 BE, the last seq of a room whose history age
 //!   trimming emptied (so its sequence does not restart within an epoch); both trees
 //!   are new and start empty, so older databases need no migration step
+//! - `keydigest_apikey`: hex SHA-256 of an API key => [`ApiKeyRecord`] (new, starts empty)
+//! - `apikeyname_keydigest`: API key name => hex SHA-256 of the key (names are unique)
 //!
 //! `backup.rs` copies every tree by name, so a tree added here is backed up with no
 //! further change.
 
 mod accounts;
+mod apikeys;
 pub mod backup;
 mod client_msgs;
 pub mod codec;
@@ -47,6 +50,7 @@ mod users;
 use std::path::Path;
 
 pub use accounts::AccountRecord;
+pub use apikeys::ApiKeyRecord;
 pub use client_msgs::ClientMsgAck;
 pub use events::{EventFilter, EventRecord};
 pub use history::HistoryRecord;
@@ -111,6 +115,8 @@ pub struct Store {
     notification_index: sled::Tree,
     client_msgs: sled::Tree,
     last_seqs: sled::Tree,
+    apikeys: sled::Tree,
+    apikey_names: sled::Tree,
 }
 
 impl Store {
@@ -159,6 +165,8 @@ impl Store {
             notification_index: tree("tsuseridseq_inbox")?,
             client_msgs: tree("roomid_userid_clientmsgid_ack")?,
             last_seqs: tree("roomid_lastseq")?,
+            apikeys: tree("keydigest_apikey")?,
+            apikey_names: tree("apikeyname_keydigest")?,
             db,
         };
         store.migrate(&shown)?;

@@ -96,6 +96,20 @@ impl Store {
             .transpose()
     }
 
+    /// Every stored session of a user (expired ones the sweeper has not reached
+    /// included), by session id.
+    pub fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.sessions.iter() {
+            let (_, v) = item?;
+            let s: SessionRecord = codec::decode(&v)?;
+            if s.user_id == user_id {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes one session.
     pub fn delete_session(&self, id: &str) -> Result<(), StoreError> {
         self.sessions.remove(id.as_bytes())?;
