@@ -61,6 +61,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
     pub notifications: NotificationsConfig,
+    pub api: ApiConfig,
 }
 
 /// `GET /metrics`.
@@ -469,6 +470,22 @@ impl Default for NotificationsConfig {
     }
 }
 
+/// The admin HTTP API under `/api/v1`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve `/api/v1/*`. Default true.
+    pub enabled: bool,
+    /// Largest request body, bytes; larger ones get 413. Default 65536.
+    pub max_body_bytes: u64,
+    /// Items per page when a list request gives no `limit`. Default 50.
+    pub default_page_size: usize,
+    /// Most items per page; a larger `limit` is cut to this. Default 500.
+    pub max_page_size: usize,
+    /// An API key's last use is written at most this often, seconds. Default 60.
+    pub key_last_used_interval_secs: u64,
+}
+
 /// The embedded database and background writers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -517,6 +534,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
             notifications: NotificationsConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -527,6 +545,18 @@ impl Default for TlsConfig {
             cert_file: None,
             key_file: None,
             reload_check_secs: 10,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            max_body_bytes: 65_536,
+            default_page_size: 50,
+            max_page_size: 500,
+            key_last_used_interval_secs: 60,
         }
     }
 }
@@ -744,6 +774,7 @@ impl Config {
                     "notifications" => {
                         serde_json::from_value::<NotificationsConfig>(section.clone()).map(drop)
                     }
+                    "api" => serde_json::from_value::<ApiConfig>(section.clone()).map(drop),
                     _ => Ok(()),
                 };
                 if let Err(e) = result {
@@ -1028,6 +1059,16 @@ impl Config {
         if s.log_retention_days == 0 || s.max_security_events == 0 {
             p.push("security.log_retention_days and max_security_events must be positive".into());
         }
+        let api = &self.api;
+        if api.max_body_bytes < 1024 || api.max_body_bytes > 64 * 1024 * 1024 {
+            p.push("api.max_body_bytes must be between 1024 and 67108864".into());
+        }
+        if api.max_page_size == 0 || api.max_page_size > 10_000 {
+            p.push("api.max_page_size must be between 1 and 10000".into());
+        }
+        if api.default_page_size == 0 || api.default_page_size > api.max_page_size {
+            p.push("api.default_page_size must be between 1 and api.max_page_size".into());
+        }
         // Upper bounds keep every duration representable (no overflow in ms or Instant
         // arithmetic) and catch unit mistakes such as milliseconds given as seconds.
         const DAY: u64 = 86_400;
@@ -1043,6 +1084,11 @@ impl Config {
                 365 * DAY,
             ),
             ("accounts.refusal_delay_ms", ac.refusal_delay_ms, 60_000),
+            (
+                "api.key_last_used_interval_secs",
+                api.key_last_used_interval_secs,
+                DAY,
+            ),
             (
                 "accounts.refresh_token_secs",
                 ac.refresh_token_secs,

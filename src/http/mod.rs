@@ -1,9 +1,10 @@
-//! HTTP routes, by resource: `GET /healthz` and the `GET /ws` upgrade. The upgrade is
-//! done here rather than with `warp::ws()` so tungstenite gets small buffers and our
-//! frame limits, and so origin, TLS and per-IP checks refuse a socket with an HTTP
-//! status before any upgrade. Each refusal has a stable code in [`HttpError`]; one
-//! `recover` turns every rejection into `{code, message}` JSON. Routes never touch the
-//! store directly.
+//! HTTP routes, by resource: `GET /healthz`, the `GET /ws` upgrade, the token endpoints
+//! (`auth.rs`) and the admin API (`api/`). The upgrade is done here rather than with
+//! `warp::ws()` so tungstenite gets small buffers and our frame limits, and so origin,
+//! TLS and per-IP checks refuse a socket with an HTTP status before any upgrade. Each
+//! refusal has a stable code in [`HttpError`]; one `recover` turns every rejection into
+//! `{code, message}` JSON. Routes never touch the store directly: they call `accounts`,
+//! `admin` and `principal`.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 
+pub mod api;
 pub mod auth;
 pub mod ops;
 
@@ -74,13 +76,35 @@ pub enum HttpError {
     MetricsForbidden,
     /// `/readyz` while the store does not answer or shutdown has begun.
     NotReady,
+    /// `/api/v1`: no `Authorization` or `X-Api-Key` header.
+    AuthenticationRequired,
+    /// `/api/v1`: the API key is unknown or revoked.
+    InvalidApiKey,
+    /// `/api/v1`: valid credentials without the permission the route needs.
+    InsufficientPermissions,
+    /// `/api/v1`: a body field, path segment or query parameter is invalid; `field` names it.
+    InvalidField,
+    /// `/api/v1`: no such account.
+    UserNotFound,
+    /// `/api/v1`: no such room.
+    RoomNotFound,
+    /// `/api/v1`: no such role.
+    RoleNotFound,
+    /// `/api/v1`: no such session of this user.
+    SessionNotFound,
+    /// `/api/v1`: no API key with that name or id.
+    ApiKeyNotFound,
+    /// `/api/v1`: an account, room or API key with that name exists.
+    AlreadyExists,
+    /// `/api/v1`: built-in roles may be edited but not deleted.
+    BuiltinRole,
     /// A server fault; the cause is in the server log.
     Internal,
 }
 
 impl HttpError {
     /// Every variant, in README order.
-    pub const ALL: [HttpError; 16] = [
+    pub const ALL: [HttpError; 27] = [
         HttpError::UpgradeRequired,
         HttpError::OriginNotAllowed,
         HttpError::TlsRequired,
@@ -96,6 +120,17 @@ impl HttpError {
         HttpError::AccountsDisabled,
         HttpError::MetricsForbidden,
         HttpError::NotReady,
+        HttpError::AuthenticationRequired,
+        HttpError::InvalidApiKey,
+        HttpError::InsufficientPermissions,
+        HttpError::InvalidField,
+        HttpError::UserNotFound,
+        HttpError::RoomNotFound,
+        HttpError::RoleNotFound,
+        HttpError::SessionNotFound,
+        HttpError::ApiKeyNotFound,
+        HttpError::AlreadyExists,
+        HttpError::BuiltinRole,
         HttpError::Internal,
     ];
 
@@ -116,6 +151,17 @@ impl HttpError {
             HttpError::AccountsDisabled => StatusCode::NOT_FOUND,
             HttpError::MetricsForbidden => StatusCode::FORBIDDEN,
             HttpError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::AuthenticationRequired => StatusCode::UNAUTHORIZED,
+            HttpError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            HttpError::InsufficientPermissions => StatusCode::FORBIDDEN,
+            HttpError::InvalidField => StatusCode::BAD_REQUEST,
+            HttpError::UserNotFound => StatusCode::NOT_FOUND,
+            HttpError::RoomNotFound => StatusCode::NOT_FOUND,
+            HttpError::RoleNotFound => StatusCode::NOT_FOUND,
+            HttpError::SessionNotFound => StatusCode::NOT_FOUND,
+            HttpError::ApiKeyNotFound => StatusCode::NOT_FOUND,
+            HttpError::AlreadyExists => StatusCode::CONFLICT,
+            HttpError::BuiltinRole => StatusCode::CONFLICT,
             HttpError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,6 +183,17 @@ impl HttpError {
             HttpError::AccountsDisabled => "accounts_disabled",
             HttpError::MetricsForbidden => "metrics_forbidden",
             HttpError::NotReady => "not_ready",
+            HttpError::AuthenticationRequired => "authentication_required",
+            HttpError::InvalidApiKey => "invalid_api_key",
+            HttpError::InsufficientPermissions => "insufficient_permissions",
+            HttpError::InvalidField => "invalid_field",
+            HttpError::UserNotFound => "user_not_found",
+            HttpError::RoomNotFound => "room_not_found",
+            HttpError::RoleNotFound => "role_not_found",
+            HttpError::SessionNotFound => "session_not_found",
+            HttpError::ApiKeyNotFound => "apikey_not_found",
+            HttpError::AlreadyExists => "already_exists",
+            HttpError::BuiltinRole => "role_builtin",
             HttpError::Internal => "internal",
         }
     }
@@ -160,20 +217,40 @@ impl HttpError {
                 "Metrics are served to loopback only unless metrics.token is set"
             }
             HttpError::NotReady => "Not ready",
+            HttpError::AuthenticationRequired => "Authentication required",
+            HttpError::InvalidApiKey => "Invalid API key",
+            HttpError::InsufficientPermissions => "Insufficient permissions",
+            HttpError::InvalidField => "Invalid field",
+            HttpError::UserNotFound => "User not found",
+            HttpError::RoomNotFound => "Room not found",
+            HttpError::RoleNotFound => "Role not found",
+            HttpError::SessionNotFound => "Session not found",
+            HttpError::ApiKeyNotFound => "API key not found",
+            HttpError::AlreadyExists => "Already exists",
+            HttpError::BuiltinRole => "Built-in roles cannot be deleted",
             HttpError::Internal => "Internal error",
         }
     }
 
     /// The JSON error response `{code, message}`.
     pub fn response(self) -> warp::reply::Response {
+        self.response_with_field(None)
+    }
+
+    /// The JSON error response `{code, message, field?}`; `field` names the offending
+    /// input for [`HttpError::InvalidField`].
+    pub fn response_with_field(self, field: Option<&str>) -> warp::reply::Response {
         #[derive(Serialize)]
-        struct Body {
+        struct Body<'a> {
             code: &'static str,
             message: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<&'a str>,
         }
         let json = warp::reply::json(&Body {
             code: self.code(),
             message: self.message(),
+            field,
         });
         warp::reply::with_status(json, self.status()).into_response()
     }
@@ -186,6 +263,7 @@ impl warp::reject::Reject for Refused {}
 /// All routes, boxed at the boundary.
 pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let state_for_auth = state.clone();
+    let state_for_api = state.clone();
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -203,6 +281,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(auth::routes(state_for_auth.clone()))
         .unify()
         .or(ops::routes(state_for_auth))
+        .unify()
+        .or(api::routes(state_for_api))
         .unify()
         .recover(recover)
         .unify()
