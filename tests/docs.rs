@@ -198,3 +198,25 @@ fn example_config_shows_every_option_with_its_default() {
         "not in scripts/roomgate.toml: {missing:?}"
     );
 }
+
+#[test]
+fn admin_api_route_table_matches_code() {
+    use roomgate::http::api::{Need, route_table};
+    let text = readme();
+    let table = rows(section(&text, "## Admin HTTP API"));
+    let routes: Vec<_> = route_table().collect();
+    assert_eq!(table.len(), routes.len(), "row count");
+    for (row, r) in table.iter().zip(routes) {
+        assert_eq!(row[0], r.verb.as_str());
+        assert_eq!(row[1], format!("`{}`", r.path));
+        let perms = match r.need {
+            Need::Public => "none".to_string(),
+            Need::AnyOf(p) => p
+                .iter()
+                .map(|p| format!("`{}`", p.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        assert_eq!(row[2], perms, "permission of {}", r.path);
+    }
+}
