@@ -1620,6 +1620,26 @@ mod tests {
     }
 
     #[test]
+    fn api_limits_are_checked_at_their_edges() {
+        let mut c = Config::default();
+        c.api.max_body_bytes = 1024;
+        c.api.max_page_size = 10_000;
+        c.api.default_page_size = 10_000;
+        c.api.key_last_used_interval_secs = 86_400;
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        c.api.max_body_bytes = 1023;
+        c.api.max_page_size = 10_001;
+        c.api.key_last_used_interval_secs = 86_401;
+        let p = c.problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        let mut c = Config::default();
+        c.api.default_page_size = c.api.max_page_size + 1;
+        assert!(c.problems()[0].contains("api.default_page_size"));
+        c.api.default_page_size = 0;
+        assert_eq!(c.problems().len(), 1);
+    }
+
+    #[test]
     fn redacted_hides_secrets() {
         let mut c = Config::default();
         c.auth.jwt_secret = Some(Secret("hunter2-hunter2".into()));

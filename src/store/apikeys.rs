@@ -97,3 +97,38 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+
+    fn key(name: &str, digest: &str) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: format!("id-{name}"),
+            name: name.into(),
+            digest: digest.into(),
+            scopes: vec!["stats:read".into()],
+            created_ms: 1,
+            last_used_ms: 0,
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_a_revoked_key_stays_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert!(s.create_api_key(&key("ci", "aa")).unwrap());
+        assert!(!s.create_api_key(&key("ci", "bb")).unwrap());
+        assert!(s.api_key_by_digest("bb").unwrap().is_none());
+        s.touch_api_key("aa", 42).unwrap();
+        assert_eq!(s.api_key_by_digest("aa").unwrap().unwrap().last_used_ms, 42);
+        assert!(s.delete_api_key(&key("ci", "aa")).unwrap());
+        // A late touch must not bring the key back.
+        s.touch_api_key("aa", 43).unwrap();
+        assert!(s.api_key_by_digest("aa").unwrap().is_none());
+        // The name is free again.
+        assert!(s.create_api_key(&key("ci", "cc")).unwrap());
+        assert_eq!(s.api_keys().unwrap().len(), 1);
+    }
+}
