@@ -1,5 +1,7 @@
 //! Server statistics (the seed's `getConnectionStats` and more) and the security-event log.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{Value, json};
 
 use super::{AdminError, Target};
@@ -7,17 +9,20 @@ use crate::protocol::now_ms;
 use crate::store::{EventFilter, EventRecord};
 
 /// The seed's `getConnectionStats` figures (live counts; 0 when stopped), store counts,
-/// and uptime.
+/// messages received and published since start, and uptime.
 pub fn stats(t: &Target<'_>) -> Result<Value, AdminError> {
     let store = t.store();
-    let (conns, authed, rooms, participants, uptime) = match t.live() {
+    let (conns, authed, rooms, participants, uptime, received, published) = match t.live() {
         Some(s) => {
             let (c, a) = s.registry.counts();
             let (r, p) = s.hub.counts();
             let uptime = now_ms().saturating_sub(s.started_ms) / 1000;
-            (c, a, r, p, uptime)
+            let m = &s.metrics;
+            let received = m.messages_in.load(Ordering::Relaxed);
+            let published = m.messages_out.load(Ordering::Relaxed);
+            (c, a, r, p, uptime, received, published)
         }
-        None => (0, 0, 0, 0, 0),
+        None => (0, 0, 0, 0, 0, 0, 0),
     };
     Ok(json!({
         "totalConnections": conns,
@@ -29,6 +34,8 @@ pub fn stats(t: &Target<'_>) -> Result<Value, AdminError> {
         "revokedTokens": store.revocation_count(),
         "securityEvents": store.event_count(),
         "droppedSecurityEvents": t.live().map_or(0, |s| s.audit.dropped()),
+        "messagesReceived": received,
+        "messagesPublished": published,
         "uptimeSecs": uptime,
         "running": t.live().is_some(),
     }))
