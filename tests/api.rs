@@ -939,3 +939,94 @@ async fn the_api_can_be_turned_off() {
     let r = api(s.addr, "GET", "/api/v1/openapi.json", Auth::None, None).await;
     assert_refused(&r, 404, "not_found", "disabled");
 }
+
+#[tokio::test]
+async fn notifications_through_the_api_reach_users_online_and_offline() {
+    let s = TestServer::start().await;
+    let admin = admin_token(&s).await;
+    let key = key_with(&s, &admin, "app", &["notify:publish"]).await;
+    let mut hank = s.authed("hank").await;
+    let r = api(
+        s.addr,
+        "POST",
+        "/api/v1/notify",
+        Auth::Key(&key),
+        Some(json!({"userIds": ["hank", "ivy"], "title": "Build", "body": "green", "data": {"n": 1}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"recipients": 2, "connections": 1}));
+    let n = within_1s(&mut hank, "notification").await;
+    assert_eq!(n["from"], "system");
+    assert_eq!(n["title"], "Build");
+    assert_eq!(n["data"], json!({"n": 1}));
+    // Offline: kept, and delivered after the next auth.
+    let mut ivy = s.client().await;
+    ivy.send("auth", json!({"token": token("ivy")})).await;
+    ivy.expect("auth_success").await;
+    assert_eq!(ivy.expect("notification").await["data"]["body"], "green");
+
+    // To a room's current members, from a bearer token's user.
+    hank.join("news").await;
+    let r = api(
+        s.addr,
+        "POST",
+        "/api/v1/notify",
+        Auth::Bearer(&admin),
+        Some(json!({"roomId": "news", "body": "hello room"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["roomId"], "news");
+    let n = within_1s(&mut hank, "notification").await;
+    assert_eq!(
+        (n["from"].as_str(), n["roomId"].as_str()),
+        (Some("admin"), Some("news"))
+    );
+
+    // Refusals name the field; an unknown room is 404.
+    for (body, status, field) in [
+        (json!({"body": "no one"}), 400, Some("userIds")),
+        (
+            json!({"userId": "a", "roomId": "news", "body": "x"}),
+            400,
+            Some("userIds"),
+        ),
+        (
+            json!({"userId": "a", "body": "x".repeat(5000)}),
+            400,
+            Some("body"),
+        ),
+        (json!({"roomId": "nowhere", "body": "x"}), 404, None),
+    ] {
+        let r = api(
+            s.addr,
+            "POST",
+            "/api/v1/notify",
+            Auth::Key(&key),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, status, "{}", r.body);
+        if let Some(f) = field {
+            assert_eq!(r.json()["field"], f, "{}", r.body);
+        }
+    }
+    // Recorded with the caller.
+    let r = api(
+        s.addr,
+        "GET",
+        "/api/v1/events?action=notification_publish",
+        Auth::Bearer(&admin),
+        None,
+    )
+    .await;
+    let events = r.json()["items"].as_array().unwrap().clone();
+    assert!(
+        events.iter().any(|e| e["metadata"]["actor"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("apikey:")),
+        "{events:?}"
+    );
+}

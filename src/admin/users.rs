@@ -206,10 +206,13 @@ pub async fn user_set_disabled(
     }
 }
 
-/// Deletes an account and its stored roles; every token, session and socket of it is revoked.
+/// Deletes an account, its stored roles and its notification inbox; every token,
+/// session and socket of it is revoked.
 pub async fn user_delete(t: &Target<'_>, username: &str) -> Result<Value, AdminError> {
     existing_account(t.store(), username)?;
     t.store().delete_account(username)?;
+    // A later account of the same name must not inherit the old one's notifications.
+    t.store().delete_inbox(username)?;
     let (_, closed) = revoke_user_everywhere(t, username, "account_deleted").await?;
     t.record("account_deleted", Some(username), &[]);
     Ok(json!({ "username": username, "deleted": true, "closedConnections": closed }))

@@ -50,6 +50,7 @@ pub(super) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
         return match admin::authenticate_api_key(&state.store, credential, touch_ms) {
             Ok(Some(key)) => Ok(Caller {
                 label: format!("apikey:{}", key.id),
+                sender: "system".into(),
                 permissions: key
                     .scopes
                     .iter()
@@ -71,6 +72,15 @@ pub(super) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
     if verified.resume_session.is_some() {
         return Err(refuse(HttpError::InvalidToken, "ws_token"));
     }
+    // As at `auth`: an identity provider's token naming a built-in account is refused.
+    match principal::foreign_sub_collides(&state.store, &verified) {
+        Ok(false) => {}
+        Ok(true) => return Err(refuse(HttpError::InvalidToken, "sub_collides_with_account")),
+        Err(e) => {
+            tracing::error!(error = %e, "store failure checking an API bearer token");
+            return Err(refuse(HttpError::Internal, "internal"));
+        }
+    }
     let checked =
         principal::is_revoked(&state.store, &verified, &verified.keys).and_then(|revoked| {
             if revoked {
@@ -82,6 +92,7 @@ pub(super) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
     match checked {
         Ok(Some((_, permissions))) => Ok(Caller {
             label: format!("user:{}", state.audit.hash_user(&verified.user_id)),
+            sender: verified.user_id.clone(),
             permissions,
         }),
         Ok(None) => Err(refuse(HttpError::InvalidToken, "revoked")),

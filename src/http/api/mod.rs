@@ -12,6 +12,7 @@
 
 mod apikeys;
 mod credentials;
+mod publish;
 mod roles;
 mod rooms;
 mod system;
@@ -106,6 +107,7 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
         .chain(roles::ROUTES)
         .chain(rooms::ROUTES)
         .chain(apikeys::ROUTES)
+        .chain(publish::ROUTES)
         .chain(system::ROUTES)
 }
 
@@ -113,6 +115,9 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
 struct Caller {
     /// How security events name the caller: `apikey:<id>` or `user:<keyed hash>`.
     label: String,
+    /// Who recipients see as the sender of what the caller publishes: the user id of a
+    /// bearer token's user, `system` for an API key (an application).
+    sender: String,
     permissions: Permissions,
 }
 
@@ -435,6 +440,7 @@ where
     let caller = match route.need {
         Need::Public => Caller {
             label: "anonymous".into(),
+            sender: String::new(),
             permissions: Permissions::default(),
         },
         Need::AnyOf(perms) => {
