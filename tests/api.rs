@@ -780,35 +780,48 @@ async fn sessions_are_listed_and_terminated_and_history_is_paged() {
         fay.say("lounge", &format!("m{i}")).await;
         fay.expect("message").await;
     }
-    let r = api(
-        s.addr,
-        "GET",
-        "/api/v1/rooms/lounge/history?limit=2",
-        auth,
-        None,
-    )
-    .await;
-    let page = r.json();
-    let contents: Vec<&str> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
-    assert_eq!(contents, vec!["m0", "m1"]);
-    let since = page["nextSince"].as_u64().unwrap();
-    let r = api(
-        s.addr,
-        "GET",
-        &format!("/api/v1/rooms/lounge/history?since={since}&limit=10"),
-        auth,
-        None,
-    )
-    .await;
-    let rest = r.json();
-    assert_eq!(rest["items"].as_array().unwrap().len(), 3);
-    assert_eq!(rest["nextSince"], Value::Null);
-    assert_eq!(rest["epoch"], page["epoch"]);
+    // Paged as the `history` frame pages: since forward, before backward.
+    let contents = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let addr = s.addr;
+    let get = |q: String| async move {
+        let path = format!("/api/v1/rooms/lounge/history?{q}");
+        api(addr, "GET", &path, auth, None).await
+    };
+    let first = get("since=0&limit=2".into()).await.json();
+    assert_eq!(contents(&first), vec!["m0", "m1"]);
+    assert_eq!(first["hasMore"], true);
+    let last_seq = first["messages"][1]["seq"].as_u64().unwrap();
+    let rest = get(format!("since={last_seq}&limit=10")).await.json();
+    assert_eq!(contents(&rest), vec!["m2", "m3", "m4"]);
+    assert_eq!(rest["hasMore"], false);
+    assert_eq!(rest["epoch"], first["epoch"]);
+    let newest = get("limit=2".into()).await.json();
+    assert_eq!(contents(&newest), vec!["m3", "m4"]);
+    for (q, field) in [("since=1&before=3", "before"), ("limit=0", "limit")] {
+        let r = get(q.into()).await;
+        assert_eq!(
+            (r.status, r.json()["field"].clone()),
+            (400, json!(field)),
+            "{q}"
+        );
+    }
+    // A reset empties the history under a new epoch.
+    let r = api(s.addr, "DELETE", "/api/v1/rooms/lounge/history", auth, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let epoch = r.json()["epoch"].clone();
+    assert_ne!(epoch, first["epoch"]);
+    let after = get("since=0".into()).await.json();
+    assert_eq!(
+        (after["messages"].clone(), after["epoch"].clone()),
+        (json!([]), epoch)
+    );
 
     let r = api(s.addr, "GET", "/api/v1/users/fay/sessions", auth, None).await;
     let sessions = r.json()["items"].as_array().unwrap().clone();
@@ -1029,4 +1042,110 @@ async fn notifications_through_the_api_reach_users_online_and_offline() {
             .starts_with("apikey:")),
         "{events:?}"
     );
+}
+
+#[tokio::test]
+async fn applications_publish_room_messages_stored_in_history_once() {
+    let s = TestServer::start().await;
+    let admin = admin_token(&s).await;
+    let key = key_with(&s, &admin, "deployer", &["notify:publish"]).await;
+    let r = api(
+        s.addr,
+        "POST",
+        "/api/v1/rooms",
+        Auth::Bearer(&admin),
+        Some(json!({"id": "ops"})),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let mut jo = s.authed("jo").await;
+    jo.join("ops").await;
+    let body = json!({"roomId": "ops", "content": "Deploy <b>done</b>", "clientMsgId": "deploy-1"});
+    let r = api(
+        s.addr,
+        "POST",
+        "/api/v1/publish",
+        Auth::Key(&key),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ack = r.json();
+    assert_eq!(ack["duplicate"], false);
+    let m = within_1s(&mut jo, "message").await;
+    assert_eq!(
+        (
+            m["userId"].clone(),
+            m["system"].clone(),
+            m["content"].clone()
+        ),
+        (json!("system"), json!(true), json!("Deploy bdone/b"))
+    );
+    assert_eq!(
+        (m["seq"].clone(), m["id"].clone()),
+        (ack["seq"].clone(), ack["id"].clone())
+    );
+    // The same clientMsgId again: not stored or sent twice, the original's id and seq back.
+    let r = api(
+        s.addr,
+        "POST",
+        "/api/v1/publish",
+        Auth::Key(&key),
+        Some(body),
+    )
+    .await;
+    let again = r.json();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(
+        (again["id"].clone(), again["seq"].clone()),
+        (ack["id"].clone(), ack["seq"].clone())
+    );
+    jo.expect_silence(300).await;
+    let r = api(
+        s.addr,
+        "GET",
+        "/api/v1/rooms/ops/history",
+        Auth::Bearer(&admin),
+        None,
+    )
+    .await;
+    let history = r.json();
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+    assert_eq!(history["messages"][0]["system"], true);
+    // Unknown rooms are not created; bad input names its field.
+    for (body, status, field) in [
+        (json!({"roomId": "nowhere", "content": "x"}), 404, None),
+        (
+            json!({"roomId": "ops", "content": ""}),
+            400,
+            Some("content"),
+        ),
+        (
+            json!({"roomId": "bad room", "content": "x"}),
+            400,
+            Some("roomId"),
+        ),
+        (
+            json!({"roomId": "ops", "content": "x", "clientMsgId": "no spaces"}),
+            400,
+            Some("clientMsgId"),
+        ),
+    ] {
+        let r = api(
+            s.addr,
+            "POST",
+            "/api/v1/publish",
+            Auth::Key(&key),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, status, "{}", r.body);
+        if let Some(f) = field {
+            assert_eq!(r.json()["field"], f);
+        }
+    }
 }

@@ -83,17 +83,16 @@ struct Op {
     spec: Value,
 }
 
-/// Creates before reads, reads before changes, deletions last (deepest first), so each
-/// call finds what the examples name.
-fn phase(op: &Op) -> (u8, i64, String) {
-    let on_item = op.path.ends_with('}');
+/// Creates (a POST to a listable collection, or a PUT) before reads, reads before
+/// changes and actions, deletions last (deepest first), so each call finds what the
+/// examples name.
+fn phase(op: &Op, collections: &BTreeSet<String>) -> (u8, i64, String) {
     let depth = op.path.matches('/').count() as i64;
     let p = match op.method.as_str() {
-        "post" if !op.path.contains('{') => 0,
+        "post" if collections.contains(&op.path) => 0,
         "put" => 0,
         "get" => 1,
         "delete" => 3,
-        _ if on_item || op.path.contains('{') => 2,
         _ => 2,
     };
     let depth = if p == 3 { -depth } else { depth };
@@ -182,7 +181,12 @@ async fn every_documented_route_answers_as_documented() {
     }
     assert_eq!(documented, served_routes, "documented vs served routes");
 
-    ops.sort_by_key(phase);
+    let collections: BTreeSet<String> = ops
+        .iter()
+        .filter(|o| o.method == "get" && !o.path.ends_with('}'))
+        .map(|o| o.path.clone())
+        .collect();
+    ops.sort_by_key(|o| phase(o, &collections));
     let mut keep_alive = Vec::new();
     for op in &ops {
         let what = format!("{} {}", op.method.to_uppercase(), op.path);

@@ -24,8 +24,8 @@ pub use apikeys::{
 };
 pub use roles::{RoleView, role_delete, role_get, role_list, role_put};
 pub use rooms::{
-    GrantView, MessageView, RoomCreate, RoomUpdate, RoomView, room_create, room_delete, room_get,
-    room_history, room_kick, room_list, room_members, room_update,
+    GrantView, RoomCreate, RoomUpdate, RoomView, room_create, room_delete, room_get,
+    room_history_reset, room_kick, room_list, room_members, room_update,
 };
 pub use system::{event_json, events, stats};
 pub use users::{

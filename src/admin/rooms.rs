@@ -1,5 +1,5 @@
 //! Stored rooms: create, read, change (name, capacity, ACL, grants, bans, email policy),
-//! delete, and their live members and stored history. Live, changes go through `policy`
+//! delete, their live members, and history resets. Live, changes go through `policy`
 //! so members whose rights changed are re-evaluated at once and deleted rooms empty first.
 
 use serde::Serialize;
@@ -8,7 +8,7 @@ use super::{AdminError, Target, check_roles, check_user_id, valid_name};
 use crate::config::ROOM_TYPES;
 use crate::hub::KickTarget;
 use crate::protocol::{AclChange, PresenceMember, now_ms};
-use crate::store::{HistoryRecord, RoomRecord};
+use crate::store::RoomRecord;
 
 /// A room as operators see it.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +27,7 @@ pub struct RoomView {
     pub bans: Vec<String>,
     pub auto_created: bool,
     pub created_ms: u64,
+    /// As clients see it in `room_joined` and `history`.
     pub epoch: u64,
     /// Distinct users in the room now (0 when the server is stopped).
     pub participants: usize,
@@ -40,37 +41,6 @@ pub struct GrantView {
     pub read: bool,
     pub write: bool,
     pub admin: bool,
-}
-
-/// A stored message.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageView {
-    pub id: String,
-    pub seq: u64,
-    pub room_id: String,
-    pub content: String,
-    pub user_id: String,
-    pub email: Option<String>,
-    pub timestamp: u64,
-    pub client_msg_id: Option<String>,
-    pub system: bool,
-}
-
-impl From<HistoryRecord> for MessageView {
-    fn from(h: HistoryRecord) -> Self {
-        MessageView {
-            id: h.id,
-            seq: h.seq,
-            room_id: h.room_id,
-            content: h.content,
-            user_id: h.user_id,
-            email: h.email,
-            timestamp: h.timestamp,
-            client_msg_id: h.client_msg_id,
-            system: h.system,
-        }
-    }
 }
 
 /// A new room; unset lists and settings take the configured defaults for new rooms.
@@ -123,7 +93,7 @@ fn view(t: &Target<'_>, r: RoomRecord) -> RoomView {
         bans: r.bans,
         auto_created: r.auto_created,
         created_ms: r.created_ms,
-        epoch: r.epoch,
+        epoch: crate::protocol::wire_epoch(r.epoch),
     }
 }
 
@@ -325,21 +295,24 @@ pub fn room_kick(t: &Target<'_>, id: &str, user_id: &str) -> Result<usize, Admin
     Ok(n)
 }
 
-/// The room's epoch and its stored messages with `seq > since`, oldest first, at most
-/// `limit`, and whether more follow.
-pub async fn room_history(
-    t: &Target<'_>,
-    id: &str,
-    since: u64,
-    limit: usize,
-) -> Result<(u64, Vec<MessageView>, bool), AdminError> {
-    let room = existing(t, id)?;
-    if let Some(s) = t.live() {
-        // Messages already broadcast may still be queued for the writer.
-        s.history.sync().await;
-    }
-    let mut msgs = t.store().history(id)?.into_iter().filter(|h| h.seq > since);
-    let page: Vec<MessageView> = msgs.by_ref().take(limit).map(MessageView::from).collect();
-    let more = msgs.next().is_some();
-    Ok((room.epoch, page, more))
+/// Deletes a room's history and starts a new epoch, so clients' `since` values from
+/// before recover nothing. Returns the new epoch as clients see it.
+pub async fn room_history_reset(t: &Target<'_>, id: &str) -> Result<u64, AdminError> {
+    existing(t, id)?;
+    let epoch = match t.live() {
+        Some(state) => crate::history::reset(state, id)
+            .await?
+            .ok_or_else(|| AdminError::NoRoom(id.to_string()))?,
+        None => {
+            let epoch = crate::store::new_epoch();
+            if t.store().update_room(id, |r| r.epoch = epoch)?.is_none() {
+                return Err(AdminError::NoRoom(id.to_string()));
+            }
+            t.store().delete_history(id)?;
+            t.store().flush().await?;
+            crate::protocol::wire_epoch(epoch)
+        }
+    };
+    t.record("history_reset", None, &[("roomId", id)]);
+    Ok(epoch)
 }

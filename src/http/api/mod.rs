@@ -21,6 +21,7 @@ mod users;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -36,6 +37,7 @@ use warp::reply::Reply;
 use super::{HttpError, PeerAddr, client_ip};
 use crate::admin::{AdminError, Target};
 use crate::authz::{Permission, Permissions};
+use crate::hub::{Lookup, Room};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -278,6 +280,18 @@ impl Call {
     /// Whether the caller holds `p` (for checks inside a route, beyond the route's own).
     fn caller_has(&self, p: Permission) -> bool {
         self.caller.permissions.has(p)
+    }
+}
+
+/// A stored room, loaded into the hub (never created), for routes that act on the live
+/// room: history pages and publishing.
+fn live_room(state: &AppState, id: &str) -> Result<Arc<Room>, ApiError> {
+    if !crate::admin::valid_name(id, state.cfg.rooms.max_room_id_len) {
+        return Err(ApiError::Field("roomId"));
+    }
+    match state.hub.load(id, false)? {
+        Lookup::Found(room) => Ok(room),
+        Lookup::NotFound => Err(ApiError::Refused(HttpError::RoomNotFound)),
     }
 }
 

@@ -5,10 +5,11 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Answer, ApiError, Call, Need, Route, Verb, paged};
+use super::{Answer, ApiError, Call, Need, Route, Verb, live_room, paged};
 use crate::admin::{self, RoomCreate, RoomUpdate};
 use crate::authz::Permission;
-use crate::protocol::AclChange;
+use crate::hub::PageQuery;
+use crate::protocol::{AclChange, ChatMessage, HistoryPage};
 
 const NEED: Need = Need::AnyOf(&[Permission::RoomsAdmin]);
 
@@ -60,6 +61,12 @@ pub(super) const ROUTES: &[Route] = &[
         path: "/api/v1/rooms/{roomId}/history",
         need: NEED,
         handler: |c| Box::pin(history(c)),
+    },
+    Route {
+        verb: Verb::Delete,
+        path: "/api/v1/rooms/{roomId}/history",
+        need: NEED,
+        handler: |c| Box::pin(reset_history(c)),
     },
 ];
 
@@ -203,15 +210,41 @@ async fn kick(c: Call) -> Result<Answer, ApiError> {
 
 /// GET /api/v1/rooms/{roomId}/history
 async fn history(c: Call) -> Result<Answer, ApiError> {
-    let page = c.page()?;
-    let since = c.query_u64("since")?.unwrap_or(0);
-    let t = c.target();
-    let (epoch, items, more) = admin::room_history(&t, c.param(0), since, page.limit).await?;
-    let next = more.then(|| items.last().map(|m| m.seq)).flatten();
-    Ok(Answer::ok(json!({
-        "roomId": c.param(0),
-        "epoch": epoch,
-        "items": items,
-        "nextSince": next,
-    })))
+    let since = c.query_u64("since")?;
+    let before = c.query_u64("before")?;
+    if since.is_some() && before.is_some() {
+        return Err(ApiError::Field("before"));
+    }
+    // The `history` frame's page size and cap, so both paths page alike.
+    let cap = c.state.cfg.rooms.history_max_page;
+    let limit = match c.query_u64("limit")? {
+        Some(0) => return Err(ApiError::Field("limit")),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(cap),
+        None => cap,
+    };
+    let room = live_room(&c.state, c.param(0))?;
+    let q = PageQuery {
+        since,
+        before,
+        limit,
+    };
+    let page = crate::history::page(&c.state, &room, q).await?;
+    let messages: Vec<ChatMessage<'_>> = page
+        .messages
+        .iter()
+        .map(|r| ChatMessage::from_record(r, page.epoch))
+        .collect();
+    Ok(Answer::ok(HistoryPage {
+        room_id: &room.id,
+        epoch: page.epoch,
+        seq: page.seq,
+        messages,
+        has_more: page.has_more,
+    }))
+}
+
+/// DELETE /api/v1/rooms/{roomId}/history
+async fn reset_history(c: Call) -> Result<Answer, ApiError> {
+    let epoch = admin::room_history_reset(&c.target(), c.param(0)).await?;
+    Ok(Answer::ok(json!({ "roomId": c.param(0), "epoch": epoch })))
 }
