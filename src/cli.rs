@@ -63,6 +63,17 @@ pub enum Command {
     },
     /// Print the seed's getConnectionStats figures and store counts as JSON.
     Stats,
+    /// Write a backup of the database and key files to FILE (through the running server
+    /// when there is one, so it is taken while it serves).
+    Backup {
+        /// Where to write it (it holds the signing keys: mode 0600).
+        file: PathBuf,
+    },
+    /// Restore a backup into a stopped server's data root (which must hold no database).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
     /// Print security events as JSON lines, oldest first.
     Events {
         /// Only events at or after this time: ms since the epoch, or an age like 30s, 15m, 2h, 7d.

@@ -125,6 +125,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ => bail!("give exactly one of --token, --jti or --user"),
         },
         Some(Command::Stats) => Request::Stats,
+        Some(Command::Backup { file }) => {
+            let path = std::path::absolute(&file)
+                .with_context(|| format!("resolving {}", file.display()))?;
+            Request::Backup {
+                path: path.display().to_string(),
+            }
+        }
+        Some(Command::Restore { file }) => return restore(&cfg, &file).await,
         Some(Command::Events {
             since,
             action,
@@ -151,6 +159,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         (_, other) => println!("{}", serde_json::to_string_pretty(&other)?),
     }
+    Ok(())
+}
+
+/// `roomgate restore FILE`: into a stopped server's data root only.
+async fn restore(cfg: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    if control::call(&cfg.control_socket_path(), &Request::Stats)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        bail!(
+            "a server is running on {}; stop it and restore into an empty data directory",
+            cfg.data_dir.display()
+        );
+    }
+    let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let summary = roomgate::store::backup::restore(input, &cfg.data_dir)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "restored": cfg.data_dir.display().to_string(),
+            "schema": summary.schema,
+            "trees": summary.trees,
+            "entries": summary.entries,
+            "keyFiles": summary.files,
+        })
+    );
     Ok(())
 }
 

@@ -102,6 +102,11 @@ pub enum Request {
         /// The key's name or id.
         key: String,
     },
+    /// Writes a backup of the whole database (and the data root's key files) to `path`,
+    /// an absolute path on the server's machine.
+    Backup {
+        path: String,
+    },
 }
 
 /// A refused or failed operator request.
@@ -132,6 +137,8 @@ pub enum AdminError {
     Password(#[from] crate::passwords::PasswordError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("backup failed: {0}")]
+    Backup(String),
 }
 
 impl AdminError {
@@ -150,6 +157,7 @@ impl AdminError {
             AdminError::NoApiKey(_) => "no_apikey",
             AdminError::Password(_) => "password_error",
             AdminError::Store(_) => "store_error",
+            AdminError::Backup(_) => "backup_error",
         }
     }
 }
@@ -332,6 +340,7 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
         Request::ApikeyCreate { name, scopes } => to_json(apikey_create(t, &name, &scopes).await?),
         Request::ApikeyList => to_json(apikey_list(t)?),
         Request::ApikeyRevoke { key } => to_json(apikey_revoke(t, &key).await?),
+        Request::Backup { path } => system::backup(t, &path).await?,
     })
 }
 

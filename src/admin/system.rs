@@ -69,3 +69,49 @@ pub fn event_json(e: EventRecord) -> Value {
         "metadata": meta,
     })
 }
+
+/// Writes a backup to `path` (absolute). Live, the history and event writers are drained
+/// first so rooms, their history and the log agree. The file is written as `path.partial`
+/// (mode 0600: it holds the signing keys) and renamed into place when complete.
+pub async fn backup(t: &Target<'_>, path: &str) -> Result<Value, AdminError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let target = std::path::PathBuf::from(path);
+    if !target.is_absolute() {
+        return Err(AdminError::Invalid("path", "must be absolute".into()));
+    }
+    if let Some(s) = t.live() {
+        s.history.sync().await;
+        s.audit.sync().await;
+    }
+    let store = t.store().clone();
+    let data_dir = t.cfg().data_dir.clone();
+    let partial = target.with_extension("partial");
+    let summary = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(|e| format!("{}: {e}", partial.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let summary = store
+            .write_backup(&data_dir, &mut out)
+            .map_err(|e| e.to_string())?;
+        let file = out.into_inner().map_err(|e| e.to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&partial, &target).map_err(|e| e.to_string())?;
+        Ok::<_, String>(summary)
+    })
+    .await
+    .map_err(|e| AdminError::Backup(e.to_string()))?
+    .map_err(AdminError::Backup)?;
+    Ok(json!({
+        "path": path,
+        "schema": summary.schema,
+        "trees": summary.trees,
+        "entries": summary.entries,
+        "keyFiles": summary.files,
+    }))
+}

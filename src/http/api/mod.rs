@@ -208,6 +208,11 @@ impl ApiError {
                     tracing::error!(error = %e, "store failure in the admin API");
                     (HttpError::Internal, None)
                 }
+                // The API offers no backup route; reaching this is a server fault.
+                AdminError::Backup(e) => {
+                    tracing::error!(error = %e, "backup failed in the admin API");
+                    (HttpError::Internal, None)
+                }
             },
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store failure in the admin API");
