@@ -76,12 +76,11 @@ async fn a_backup_of_a_running_server_restores_everything() {
     assert_eq!(after.event_count(), before.event_count());
     assert!(after.event_count() > 0);
     assert_eq!(after.account_count(), before.account_count());
-    for key in ["event_key"] {
-        assert_eq!(
-            std::fs::read(restored.join(key)).unwrap(),
-            std::fs::read(src.path().join(key)).unwrap()
-        );
-    }
+    // The key that hashes user ids in events comes along, so old events still match.
+    assert_eq!(
+        std::fs::read(restored.join("event_key")).unwrap(),
+        std::fs::read(src.path().join("event_key")).unwrap()
+    );
     drop((before, after));
 
     // The restored server serves the same rooms and history.
