@@ -454,7 +454,7 @@ fn targets(g: &Group, label: &str, run: &Value, base: Option<&Value>, out: &mut 
                 .all(|k| run[*k].as_u64() == Some(0));
             row(
                 "deliveries per server CPU-s at least 0.75× the ceiling's",
-                format!("{}", num(&run["deliveries_per_server_cpu_s"])),
+                num(&run["deliveries_per_server_cpu_s"]),
                 r,
                 r.map(|r| r >= 0.75),
             );
