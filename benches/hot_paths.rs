@@ -93,6 +93,10 @@ fn encode(c: &mut Criterion) {
         user_id: "user-1234",
         email: Some("user-1234@example.com"),
         timestamp: 1_700_000_000_000,
+        client_msg_id: Some("c-42"),
+        system: false,
+        seq: Some(42),
+        epoch: Some(7),
     };
     let mut g = c.benchmark_group("protocol::encode");
     // Built once per broadcast, whatever the room's size.
@@ -135,7 +139,11 @@ fn history(c: &mut Criterion) {
                     seq += batch;
                     records
                 },
-                |records| store.append_history(&records, keep).expect("append"),
+                |records| {
+                    let with_keep: Vec<(&HistoryRecord, u64)> =
+                        records.iter().map(|r| (r, keep)).collect();
+                    store.append_history(&with_keep).expect("append")
+                },
                 BatchSize::SmallInput,
             )
         });
