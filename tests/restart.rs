@@ -296,3 +296,32 @@ async fn a_data_root_in_use_is_refused_and_the_running_server_is_unaffected() {
     c.close().await;
     first.stop().await;
 }
+
+/// sled drops a log it cannot read and opens empty; roomgate must refuse such a
+/// database rather than start again from nothing.
+#[tokio::test]
+async fn a_corrupted_database_is_refused_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Binary::start(dir.path(), &[]).await;
+    b.stop().await;
+    let log = dir.path().join("db").join("db");
+    let mut bytes = std::fs::read(&log).unwrap();
+    for b in bytes.iter_mut().step_by(7) {
+        *b ^= 0xA5;
+    }
+    std::fs::write(&log, bytes).unwrap();
+    let out = tokio::process::Command::new(binary_path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("JWT_SECRET", JWT_SECRET)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "served a corrupted database");
+    assert!(
+        stderr.contains("corrupt") && stderr.contains("restore"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -169,7 +169,25 @@ impl Store {
             apikey_names: tree("apikeyname_keydigest")?,
             db,
         };
+        // sled drops a log it cannot read and opens empty; a database that was
+        // initialised before (the marker beside it says so) but has no schema now has
+        // lost its contents, and must not quietly start again from nothing.
+        let marker = dir.join("db.initialized");
+        if marker.exists() && store.meta.get("schema_version")?.is_none() {
+            return Err(StoreError::Corrupt {
+                path: shown,
+                detail: "it was initialised before but sled now finds it empty".into(),
+            });
+        }
         store.migrate(&shown)?;
+        if !marker.exists() {
+            store.db.flush()?;
+            std::fs::write(
+                &marker,
+                b"roomgate database initialised; see README Backup and restore\n",
+            )
+            .map_err(|e| StoreError::Sled(e.into()))?;
+        }
         Ok(store)
     }
 
