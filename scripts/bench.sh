@@ -112,6 +112,8 @@ start_server() {
     cmd=(env ROOMGATE_RATE_LIMITS__ENABLED=false
       ROOMGATE_CONNECTION__MAX_UNAUTHENTICATED_PER_IP=1000000
       ROOMGATE_CONNECTION__MAX_CONNECTIONS_PER_USER=1000000
+      ROOMGATE_CONNECTION__MAX_CONNECTIONS=1000000
+      ROOMGATE_CONNECTION__MAX_CONNECTIONS_PER_IP=1000000
       ROOMGATE_ROOMS__MAX_PARTICIPANTS=1000000
       JWT_SECRET="$JWT_SECRET_VALUE" WS_SECRET="$WS_SECRET_VALUE"
       ROOMGATE_ADMIN_PASSWORD="$ADMIN_PASSWORD"
@@ -258,7 +260,8 @@ section="$work/section.md"
   echo "What the numbers mean:"
   echo
   echo "- **The two servers.** \`roomgate\` is the release binary with the rate limits lifted"
-  echo "  (\`ROOMGATE_RATE_LIMITS__ENABLED=false\`) and the per-IP, per-user and per-room caps raised,"
+  echo "  (\`ROOMGATE_RATE_LIMITS__ENABLED=false\`) and the connection (total, per IP, unauthenticated"
+  echo "  per IP), per-user and per-room caps raised,"
   echo "  everything else at its defaults: tokens verified, sessions, rooms and history written to"
   echo "  sled, join and leave announced, logging at \`info\`. \`ceiling\` is \`roomgate-ceiling\`"
   echo "  (\`src/bin/roomgate-ceiling.rs\`): tokio and tungstenite with roomgate's buffer sizes and"
