@@ -66,6 +66,9 @@ start_server() {
     ROOMGATE_ADMIN_PASSWORD="$ADMIN_PASSWORD"
     ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$BIN/roomgate" serve --listen 127.0.0.1:0 --data "$dir/data")
   COMMANDS+=("$(quote "${cmd[@]}" | sed "s|$work|\$TMP|g")")
+  # Created here, not only by the background redirection, so the first read below
+  # cannot come before the file exists.
+  : >"$dir/stdout"
   "${cmd[@]}" >"$dir/stdout" 2>"$dir/stderr" &
   server_pid=$!
   ADDR=""

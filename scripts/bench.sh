@@ -122,6 +122,9 @@ start_server() {
     cmd=(${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$BIN/roomgate-ceiling" --listen 127.0.0.1:0)
   fi
   remember "$(quote "${cmd[@]}" | sed "s|$work/[^/]*|\$TMP|g")"
+  # Created here, not only by the background redirection, so the first read below
+  # cannot come before the file exists.
+  : >"$dir/stdout"
   "${cmd[@]}" >"$dir/stdout" 2>"$dir/stderr" &
   server_pid=$!
   ADDR=""
