@@ -265,6 +265,12 @@ pub struct ConnectionConfig {
     /// Largest request head (request line and headers), bytes; larger get 431. At
     /// least 8192. Default 16384.
     pub max_header_bytes: usize,
+    /// Length of the kernel's queue of established connections not yet accepted (the
+    /// `listen(2)` backlog; Linux caps it at `net.core.somaxconn`). Rust's default of
+    /// 128 overflowed under a connection storm of 200 concurrent handshakes, and each
+    /// dropped handshake cost its client a one-second SYN retransmission. Between 16 and
+    /// 65535. Default 1024.
+    pub listen_backlog: u32,
 }
 
 /// One limiter: `points` actions per `duration_secs`, as a burst that refills evenly.
@@ -598,6 +604,7 @@ impl Default for ConnectionConfig {
             max_connections_per_ip: 256,
             header_read_timeout_secs: 10,
             max_header_bytes: 16_384,
+            listen_backlog: 1024,
         }
     }
 }
@@ -955,6 +962,9 @@ impl Config {
         }
         if c.header_read_timeout_secs == 0 || c.header_read_timeout_secs > 300 {
             p.push("connection.header_read_timeout_secs must be between 1 and 300".into());
+        }
+        if !(16..=65_535).contains(&c.listen_backlog) {
+            p.push("connection.listen_backlog must be between 16 and 65535".into());
         }
         if c.max_header_bytes < 8192 || c.max_header_bytes > 1 << 20 {
             p.push("connection.max_header_bytes must be between 8192 and 1048576".into());
@@ -1637,6 +1647,23 @@ mod tests {
         assert!(c.problems()[0].contains("api.default_page_size"));
         c.api.default_page_size = 0;
         assert_eq!(c.problems().len(), 1);
+    }
+
+    #[test]
+    fn listen_backlog_is_checked_at_its_edges() {
+        let mut c = Config::default();
+        for ok in [16, 65_535] {
+            c.connection.listen_backlog = ok;
+            assert!(c.problems().is_empty(), "{ok}: {:?}", c.problems());
+        }
+        for bad in [15, 65_536] {
+            c.connection.listen_backlog = bad;
+            let p = c.problems();
+            assert!(
+                p.len() == 1 && p[0].contains("connection.listen_backlog"),
+                "{bad}: {p:?}"
+            );
+        }
     }
 
     #[test]

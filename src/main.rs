@@ -252,8 +252,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Installed before the "listening" line, so a SIGTERM sent as soon as a supervisor
     // sees it shuts down in order instead of killing the process.
     let signals = Signals::install()?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen_addr())
-        .await
+    let listener = roomgate::server::bind(cfg.listen_addr(), cfg.connection.listen_backlog)
         .with_context(|| format!("binding {}", cfg.listen))?;
     let server = Server::start(cfg, listener).await?;
     // A stable line on stdout so scripts and tests learn the port when listening on :0.

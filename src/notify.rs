@@ -13,8 +13,9 @@
 //! a notification is either in the inbox a connection replays or sent to it live, never
 //! both and never neither, and a user's ids increase in the order its frames are sent:
 //! the replay comes first, oldest first, and every live frame after it has a higher id.
-//! The lock covers sled calls (no await), so every path that takes it runs on the
-//! blocking pool; the async workers only take the short subscriber-map lock.
+//! The lock covers one user's sled calls and never an await. Publishing to many users
+//! runs on the blocking pool (it takes one user's lock at a time); the subscribe at
+//! `auth` takes it inline, since it is one short inbox scan.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -295,21 +296,23 @@ pub async fn ack(state: &AppState, user_id: &str, ids: Vec<u64>) -> Result<usize
 }
 
 /// Subscribes a freshly authenticated connection to its user's notifications and
-/// replays the inbox to it, oldest first, on the blocking pool. The subscription holds
-/// even when the replay failed (the inbox stays for the next `auth`); the returned
-/// result says how many were replayed.
-pub async fn subscribe(
+/// replays the inbox to it, oldest first. The subscription holds even when the replay
+/// failed (the inbox stays for the next `auth`); the returned result says how many were
+/// replayed.
+///
+/// Runs inline on the connection's task: it is one prefix scan of a (usually empty)
+/// inbox under one user's stripe lock, like the other sled reads `auth` makes. Handing
+/// it to the blocking pool cost two thread switches per `auth`, and under a connection
+/// storm the pool grew a thread per concurrent handshake: that was most of the
+/// server's CPU in the `connect` benchmark.
+pub fn subscribe(
     state: &AppState,
     user_id: Arc<str>,
     conn_id: u64,
     out: Outbound,
-) -> Result<(Subscription, Result<usize, NotifyError>), NotifyError> {
-    let notifier = state.notifier.clone();
-    let (sub, replayed) =
-        tokio::task::spawn_blocking(move || notifier.subscribe_blocking(user_id, conn_id, out))
-            .await
-            .map_err(|e| NotifyError::Task(e.to_string()))?;
-    Ok((sub, replayed.map_err(NotifyError::from)))
+) -> (Subscription, Result<usize, NotifyError>) {
+    let (sub, replayed) = state.notifier.subscribe_blocking(user_id, conn_id, out);
+    (sub, replayed.map_err(NotifyError::from))
 }
 
 /// Live subscribers and the per-user ordering locks.
@@ -324,8 +327,9 @@ pub struct Notifier {
 
 struct Stripe {
     /// Held across one user's "id, store, send" or "read inbox, subscribe, replay".
-    /// Locking rule: sled calls and `try_send`s only, never an await; taken only on the
-    /// blocking pool; never with a hub lock; `subs` may be taken inside it, not the
+    /// Locking rule: one user's sled calls and `try_send`s only, never an await (so it
+    /// is held for microseconds and may be taken on a runtime worker); never with a hub
+    /// lock; `subs` may be taken inside it, not the
     /// reverse.
     order: Mutex<()>,
     /// Open connections by user. Locking rule: map updates and `try_send`s only.

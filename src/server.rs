@@ -50,6 +50,21 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// Binds the listening socket with an explicit `listen(2)` backlog (std and tokio use
+/// 128, which a burst of concurrent handshakes overflows; see
+/// `connection.listen_backlog`). Must be called inside the runtime.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std does on Unix: a restart must not wait out TIME_WAIT sockets of the old one.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// On first start with no account, creates `admin` with the password from
 /// `ROOMGATE_ADMIN_PASSWORD` or a random one printed once on the console.
 async fn bootstrap_admin(

@@ -154,3 +154,51 @@ async fn trusted_proxies_are_exempt_from_the_per_ip_cap_but_not_the_total() {
         "a connection past the total was served"
     );
 }
+
+/// How many of `n` TCP connects to `to` complete within 300 ms each while nobody
+/// accepts (a full accept queue makes the kernel drop the SYN, so connect hangs).
+async fn established_without_accept(to: SocketAddr, n: usize) -> (usize, Vec<TcpStream>) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let sock = TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(300), sock.connect(to)).await
+        {
+            held.push(s);
+        }
+    }
+    (held.len(), held)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// `connection.listen_backlog` is the binary's real `listen(2)` backlog: with the
+/// server stopped (SIGSTOP) nothing is accepted, and Linux lets exactly backlog + 1
+/// connections complete. At the default (1024) a burst far past std's 128 completes.
+#[tokio::test]
+async fn listen_backlog_bounds_the_accept_queue() {
+    for (backlog, burst, expect) in [("16", 24, 17), ("1024", 300, 300)] {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Binary::start(
+            dir.path(),
+            &[("ROOMGATE_CONNECTION__LISTEN_BACKLOG", backlog)],
+        )
+        .await;
+        let pid = bin.child.id().unwrap();
+        signal(pid, "-STOP");
+        let (done, held) = established_without_accept(bin.addr, burst).await;
+        signal(pid, "-CONT");
+        drop(held);
+        assert_eq!(
+            done, expect,
+            "backlog {backlog}: {done} of {burst} connects completed"
+        );
+        bin.stop().await;
+    }
+}

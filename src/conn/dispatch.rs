@@ -311,7 +311,7 @@ impl Conn {
                 self.session = Session::Authenticated(identity);
                 self.arm_token(verified.expires_at);
                 // After `auth_success` (and any `token_expiring`): the inbox, then live.
-                self.deliver_inbox().await;
+                self.deliver_inbox();
             }
             Err(AuthFailure::Client(code, reason)) => {
                 self.auth_failed(code, reason, Some(&verified.user_id))

@@ -15,23 +15,16 @@ impl Conn {
     /// Subscribes the connection to its user's notifications and replays the inbox,
     /// oldest first, ahead of any live one. A failed replay leaves the inbox for the
     /// next `auth` and still subscribes, so live notifications keep coming.
-    pub(super) async fn deliver_inbox(&mut self) {
+    pub(super) fn deliver_inbox(&mut self) {
         let Some(identity) = self.identity() else {
             return;
         };
         let user = identity.user_id.clone();
-        match notify::subscribe(&self.state, user, self.id, self.out.clone()).await {
-            Ok((sub, replayed)) => {
-                self.notifications = Some(sub);
-                if let Err(e) = replayed {
-                    tracing::error!(error = %e, "reading a notification inbox failed");
-                    self.error(ErrorCode::Internal);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "subscribing to notifications failed");
-                self.error(ErrorCode::Internal);
-            }
+        let (sub, replayed) = notify::subscribe(&self.state, user, self.id, self.out.clone());
+        self.notifications = Some(sub);
+        if let Err(e) = replayed {
+            tracing::error!(error = %e, "reading a notification inbox failed");
+            self.error(ErrorCode::Internal);
         }
     }
 
