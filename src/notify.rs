@@ -23,10 +23,9 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::Config;
-use crate::hub::Outbound;
+use crate::hub::{Outbound, text_frame};
 use crate::protocol::{self, ErrorCode, NotificationView, now_ms};
 use crate::state::AppState;
 use crate::store::{NotificationRecord, RoomRecord, Store, StoreError};
@@ -409,7 +408,7 @@ impl Notifier {
             };
             self.store
                 .put_notification(user, &record, self.inbox_max_count)?;
-            let frame = Message::text(encode(&record, n.data.as_ref()));
+            let frame = text_frame(encode(&record, n.data.as_ref()));
             let subs = lock(&stripe.subs);
             let conns = subs.get(user.as_str()).map_or(&[][..], Vec::as_slice);
             for (_, out) in conns {

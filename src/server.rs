@@ -26,7 +26,7 @@ use crate::protocol::CloseCode;
 use crate::ratelimit::FailureWindow;
 use crate::ratelimit::Limiters;
 use crate::secrets::{self, SecretsError};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::{AccountRecord, Store, StoreError};
 use crate::tls::Tls;
 use crate::{accept, control, sweeper};
@@ -134,7 +134,7 @@ impl Server {
         }
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let state = AppState {
+        let state = AppState::new(Shared {
             verifier,
             roles: Arc::new(RoleTable::load(&store)?),
             metrics: metrics.clone(),
@@ -163,7 +163,7 @@ impl Server {
             started_ms: crate::protocol::now_ms(),
             store,
             cfg: cfg.clone(),
-        };
+        });
         if cfg.control_socket {
             let path = cfg.control_socket_path();
             let unix = control::bind(&path).await.map_err(StartError::Control)?;

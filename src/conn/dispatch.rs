@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::Message;
-
 use super::{Conn, Identity, Session};
 use crate::audit::Outcome;
 use crate::auth::{AuthError, Verified, random_hex};
 use crate::authz::Permissions;
-use crate::hub::{Entry, JoinError, Joined, Lookup, MemberInfo, PageQuery, Resume};
+use crate::hub::{Entry, JoinError, Joined, Lookup, MemberInfo, PageQuery, Resume, text_frame};
 use crate::notify::NewNotification;
 use crate::principal;
 use crate::protocol::{
@@ -636,7 +634,7 @@ impl Conn {
                     r.stored = records
                         .into_iter()
                         .map(|rec| {
-                            let frame = Message::text(protocol::encode(
+                            let frame = text_frame(protocol::encode(
                                 "message",
                                 &ChatMessage::from_record(&rec, epoch),
                             ));

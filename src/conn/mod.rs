@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -29,7 +30,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::audit::Outcome;
 use crate::auth::random_hex;
 use crate::authz::{self, Access, Permissions, Subject};
-use crate::hub::{Admission, Membership, Outbound};
+use crate::hub::{Admission, Control, Frame, Membership, Outbound, Registration};
 use crate::notify;
 use crate::protocol::{self, CloseCode, ErrorCode, Handshake, TokenExpiry, now_ms};
 use crate::state::AppState;
@@ -102,8 +103,17 @@ const WRITE_BATCH: usize = 64;
 /// How long a close handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs a connection to completion.
-pub async fn run<S>(ws: WebSocketStream<S>, state: AppState, ip: IpAddr, admission: Admission)
+/// The future that runs a connection to completion; spawn it as a task of its own.
+///
+/// A plain function, not an `async fn`: an async wrapper would keep its arguments (the
+/// whole `WebSocketStream`) in its state beside the inner future's copy for the
+/// connection's whole life. Every byte of this future is paid per idle connection.
+pub fn run<S>(
+    ws: WebSocketStream<S>,
+    state: AppState,
+    ip: IpAddr,
+    admission: Admission,
+) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -111,27 +121,13 @@ where
     // `handshake`), never its token or user id.
     let connection_id = random_hex(16);
     let span = tracing::info_span!("conn", id = %connection_id);
-    tracing::Instrument::instrument(serve(ws, state, ip, admission, connection_id), span).await
-}
-
-async fn serve<S>(
-    ws: WebSocketStream<S>,
-    state: AppState,
-    ip: IpAddr,
-    admission: Admission,
-    connection_id: String,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let cfg = state.cfg.clone();
     state
         .metrics
         .connections_opened
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (out, mut rx, control) = Outbound::channel(cfg.connection.outbound_queue);
+    let (out, rx, control) = Outbound::channel(state.cfg.connection.outbound_queue);
     let registration = state.registry.register(out.clone());
-    let shutdown = state.shutdown.clone();
-    let mut conn = Conn {
+    let conn = Conn {
         id: registration.id,
         connection_id,
         ip,
@@ -149,11 +145,44 @@ async fn serve<S>(
         &Handshake {
             connection_id: &conn.connection_id,
             server_time: protocol::now_ms(),
-            heartbeat_interval_ms: cfg.connection.heartbeat_interval_secs * 1000,
+            heartbeat_interval_ms: conn.state.cfg.connection.heartbeat_interval_secs * 1000,
         },
     ));
+    // Split and built here, outside the future, so the stream and the pieces of the
+    // connection are stored in it once, not also as arguments.
+    let (sink, stream) = ws.split();
+    let io = Io {
+        sink,
+        stream,
+        rx,
+        control,
+        registration,
+    };
+    tracing::Instrument::instrument(serve(conn, io), span)
+}
 
-    let (mut sink, mut stream) = ws.split();
+/// The socket halves and the connection's own ends of its queue and registration.
+struct Io<S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
+    stream: SplitStream<WebSocketStream<S>>,
+    rx: mpsc::Receiver<Frame>,
+    control: Arc<Control>,
+    registration: Registration,
+}
+
+async fn serve<S>(mut conn: Conn, io: Io<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Io {
+        mut sink,
+        mut stream,
+        mut rx,
+        control,
+        registration,
+    } = io;
+    let cfg = conn.state.cfg.clone();
+    let shutdown = conn.state.shutdown.clone();
     let inactivity = Duration::from_secs(cfg.connection.inactivity_timeout_secs);
     let auth_deadline = sleep(Duration::from_secs(cfg.auth.auth_timeout_secs));
     let idle = sleep(inactivity);
@@ -183,7 +212,11 @@ async fn serve<S>(
                 // Any client frame is activity (the seed counted only heartbeats).
                 idle.as_mut().reset(Instant::now() + inactivity);
                 match msg {
-                    Message::Text(text) => conn.handle_text(text.as_str()).await,
+                    // Boxed: the dispatcher's state machine (every frame handler) is
+                    // several KiB and would otherwise sit inline in every idle
+                    // connection's task for its whole life; boxed, it exists only while
+                    // a frame is handled.
+                    Message::Text(text) => Box::pin(conn.handle_text(text.as_str())).await,
                     Message::Binary(_) => break Some(CloseCode::UnsupportedData),
                     // tungstenite queued the pong; push it out now, bounded like any write.
                     Message::Ping(_) => match timeout(inactivity, sink.flush()).await {
@@ -205,7 +238,8 @@ async fn serve<S>(
                 // biased select below before the write is first polled, and the frame
                 // must then still go out ahead of the close, not vanish with the future
                 // (an `auth_success` followed at once by the expiry close was lost so).
-                in_hand = Some(frame);
+                // Unwrapped without a copy when this queue held the last reference.
+                in_hand = Some(Arc::unwrap_or_clone(frame));
                 // A peer that stops reading blocks this write; close requests and every
                 // timer must still end the connection and take it out of its rooms.
                 tokio::select! {
@@ -234,6 +268,24 @@ async fn serve<S>(
         }
     };
 
+    // Boxed for the same reason as the frame handler: the close handshake's futures
+    // are only needed once, at the end.
+    Box::pin(finish(conn, close, in_hand, sink, stream, rx, registration)).await;
+}
+
+/// Leaves the rooms, then sends what is still queued and the close frame (or just
+/// closes), each bounded by `CLOSE_GRACE`, and finally gives up the registration.
+async fn finish<S>(
+    mut conn: Conn,
+    close: Option<CloseCode>,
+    mut in_hand: Option<Message>,
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut stream: SplitStream<WebSocketStream<S>>,
+    mut rx: mpsc::Receiver<Frame>,
+    registration: Registration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     tracing::debug!(close = ?close.map(|c| c.code()), "connection closing");
     if close == Some(CloseCode::SlowConsumer) {
         conn.state
@@ -264,7 +316,7 @@ async fn serve<S>(
                         sink.feed(frame).await?;
                     }
                     while let Ok(frame) = rx.try_recv() {
-                        sink.feed(frame).await?;
+                        sink.feed(Arc::unwrap_or_clone(frame)).await?;
                     }
                 }
                 sink.send(frame).await
@@ -288,7 +340,7 @@ async fn serve<S>(
 async fn write_batch<S>(
     sink: &mut S,
     in_hand: &mut Option<Message>,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut mpsc::Receiver<Frame>,
 ) -> Result<(), WsError>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
@@ -298,7 +350,7 @@ where
     }
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(frame) => sink.feed(frame).await?,
+            Ok(frame) => sink.feed(Arc::unwrap_or_clone(frame)).await?,
             Err(_) => break,
         }
     }

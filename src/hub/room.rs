@@ -11,9 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use tokio_tungstenite::tungstenite::Message;
-
-use super::outbound::Outbound;
+use super::outbound::{Frame, Outbound, text_frame};
 use crate::authz::{ReadGrant, WriteGrant};
 use crate::history::HistorySlot;
 use crate::protocol::{
@@ -38,7 +36,7 @@ pub struct RoomLimits {
 #[derive(Clone)]
 pub struct Entry {
     pub record: Arc<HistoryRecord>,
-    pub frame: Message,
+    pub frame: Frame,
 }
 
 /// A message ready for the room: its record (seq still 0) and its `data` serialised
@@ -334,7 +332,7 @@ impl Room {
         *st.users.entry(member.user_id.clone()).or_insert(0) += 1;
         if !present {
             let show = self.record().show_emails;
-            let frame = Message::text(protocol::encode(
+            let frame = text_frame(protocol::encode(
                 "user_joined",
                 &UserPresence {
                     user_id: &member.user_id,
@@ -433,7 +431,7 @@ impl Room {
         let (seq, epoch) = (st.seq, st.epoch);
         record.seq = seq;
         let record = Arc::new(record);
-        let frame = Message::text(protocol::splice_message(&body, seq, epoch));
+        let frame = text_frame(protocol::splice_message(&body, seq, epoch));
         fan_out(&st, &frame, None);
         if self.limits.ring > 0 {
             if st.ring.len() >= self.limits.ring {
@@ -685,7 +683,7 @@ impl Room {
                 Departure::Disconnected => "user_disconnected",
             };
             let show = self.record().show_emails;
-            let frame = Message::text(protocol::encode(
+            let frame = text_frame(protocol::encode(
                 kind,
                 &UserPresence {
                     user_id: &member.user_id,
@@ -761,7 +759,7 @@ fn room_joined(
 }
 
 enum Replay {
-    Frames(Vec<Message>),
+    Frames(Vec<Frame>),
     Lost,
     NeedStored { from: u64, to: u64 },
 }
@@ -823,12 +821,12 @@ fn plan_replay(st: &State, r: &Resume, keep: u64) -> Replay {
     Replay::Frames(frames)
 }
 
-fn fan_out(st: &State, frame: &Message, except_user: Option<&Arc<str>>) {
+fn fan_out(st: &State, frame: &Frame, except_user: Option<&Arc<str>>) {
     for m in st.members.values() {
         if except_user.is_some_and(|u| *u == m.user_id) {
             continue;
         }
-        // A clone of a text Message shares its bytes; the frame was serialised once.
+        // The frame was serialised once; each member's queue gets a pointer to it.
         m.out.send(frame.clone());
     }
 }
