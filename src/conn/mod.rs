@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::audit::Outcome;
 use crate::auth::random_hex;
 use crate::authz::{self, Access, Permissions, Subject};
-use crate::hub::{Admission, Control, Frame, Membership, Outbound, Registration};
+use crate::hub::{Admission, Control, Frame, Membership, Outbound, Registration, Request};
 use crate::notify;
 use crate::protocol::{self, CloseCode, ErrorCode, Handshake, TokenExpiry, now_ms};
 use crate::state::AppState;
@@ -127,6 +127,11 @@ where
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (out, rx, control) = Outbound::channel(state.cfg.connection.outbound_queue);
     let registration = state.registry.register(out.clone());
+    // Shutdown closes every registered connection (`Registry::close_all`) after
+    // cancelling the token; one registered after that sweep sees the token instead.
+    if state.shutdown.is_cancelled() {
+        control.close(CloseCode::GoingAway);
+    }
     let conn = Conn {
         id: registration.id,
         connection_id,
@@ -182,7 +187,6 @@ where
         registration,
     } = io;
     let cfg = conn.state.cfg.clone();
-    let shutdown = conn.state.shutdown.clone();
     let inactivity = Duration::from_secs(cfg.connection.inactivity_timeout_secs);
     let auth_deadline = sleep(Duration::from_secs(cfg.auth.auth_timeout_secs));
     let idle = sleep(inactivity);
@@ -200,9 +204,10 @@ where
         // frames are rate-limited, so the reverse cannot happen).
         tokio::select! {
             biased;
-            code = control.wait() => break Some(code),
-            _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
-            _ = control.recheck_requested() => conn.reevaluate(),
+            request = control.request() => match request {
+                Request::Close(code) => break Some(code),
+                Request::Recheck => conn.reevaluate(),
+            },
             incoming = stream.next() => {
                 let msg = match incoming {
                     None => break None,
@@ -245,7 +250,6 @@ where
                 tokio::select! {
                     biased;
                     code = control.wait() => break Some(code),
-                    _ = shutdown.cancelled() => break Some(CloseCode::GoingAway),
                     _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
                     _ = &mut idle => break Some(CloseCode::InactivityTimeout),
                     _ = &mut token_expiry => break Some(CloseCode::TokenExpired),

@@ -6,20 +6,40 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::CloseCode;
 
 /// A request to close, or to re-check permissions, observed by the connection task.
+///
+/// Polled on every turn of the connection's loop, i.e. once per delivered frame, so it
+/// is a few atomics and one waker slot: no lock and no waiter list. (With two `Notify`
+/// futures and a shared `CancellationToken` it took a mutex and a waiter-list insert
+/// and removal three times per delivery.) Shutdown reaches connections through
+/// [`Registry::close_all`](super::Registry::close_all), like any other close.
 #[derive(Default)]
 pub struct Control {
-    /// The first close requested wins. Locked only to read or set the code; no await inside.
+    /// The first close requested wins. Locked only to set it and read it once.
     code: Mutex<Option<CloseCode>>,
-    notify: Notify,
+    /// Set (after `code`) when a close has been requested: the lock-free check.
+    closing: AtomicBool,
     /// Rights may have changed (roles, a role's permissions, a room's ACL): the task
     /// re-reads them. Requests made while one is pending merge into it.
-    recheck: Notify,
+    recheck: AtomicBool,
+    /// The connection task, woken by either request.
+    waker: AtomicWaker,
+}
+
+/// What the connection task is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Close(CloseCode),
+    Recheck,
 }
 
 impl Control {
@@ -29,36 +49,55 @@ impl Control {
         if slot.is_none() {
             *slot = Some(code);
             drop(slot);
-            // notify_one stores a permit when nobody waits yet, so the request is never lost.
-            self.notify.notify_one();
+            self.closing.store(true, Ordering::Release);
+            self.waker.wake();
         }
     }
 
     /// The requested close code, if any.
     pub fn requested(&self) -> Option<CloseCode> {
+        if !self.closing.load(Ordering::Acquire) {
+            return None;
+        }
         *self.code.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the connection to re-evaluate its roles and room rights.
     pub fn recheck(&self) {
-        // notify_one keeps one permit when the task is busy, so no request is lost and
-        // a burst of changes costs one re-evaluation.
-        self.recheck.notify_one();
+        // A burst of changes sets the flag once and costs one re-evaluation.
+        self.recheck.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
-    /// Resolves when a re-check has been requested.
-    pub async fn recheck_requested(&self) {
-        self.recheck.notified().await
-    }
-
-    /// Resolves when a close has been requested.
-    pub async fn wait(&self) -> CloseCode {
-        loop {
-            if let Some(code) = self.requested() {
-                return code;
-            }
-            self.notify.notified().await;
+    /// Ready with a close request (which stays set) or a re-check (which is taken);
+    /// otherwise registers the task to be woken by the next request. The waker is
+    /// registered before the flags are read, so a request made in between is not lost.
+    pub fn poll_request(&self, cx: &mut Context<'_>) -> Poll<Request> {
+        self.waker.register(cx.waker());
+        if let Some(code) = self.requested() {
+            return Poll::Ready(Request::Close(code));
         }
+        if self.recheck.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Request::Recheck);
+        }
+        Poll::Pending
+    }
+
+    /// Resolves with the next request.
+    pub async fn request(&self) -> Request {
+        std::future::poll_fn(|cx| self.poll_request(cx)).await
+    }
+
+    /// Resolves when a close has been requested (re-checks are left pending).
+    pub async fn wait(&self) -> CloseCode {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            match self.requested() {
+                Some(code) => Poll::Ready(code),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
@@ -121,5 +160,36 @@ impl Outbound {
     /// Asks the connection to re-evaluate its rights.
     pub fn recheck(&self) {
         self.control.recheck()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_wake_the_task_merge_and_the_first_close_wins() {
+        let control = Arc::new(Control::default());
+        // A re-check requested before anyone waits is kept, and a burst is one request.
+        control.recheck();
+        control.recheck();
+        assert_eq!(control.request().await, Request::Recheck);
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(50), control.request()).await;
+        assert!(pending.is_err(), "a taken re-check must not repeat");
+        // A request from another task wakes a waiting one.
+        let c = control.clone();
+        let waiter = tokio::spawn(async move { c.wait().await });
+        tokio::task::yield_now().await;
+        control.close(CloseCode::SlowConsumer);
+        control.close(CloseCode::GoingAway);
+        assert_eq!(waiter.await.unwrap(), CloseCode::SlowConsumer);
+        // A close stays set, and wins over a pending re-check.
+        control.recheck();
+        assert_eq!(
+            control.request().await,
+            Request::Close(CloseCode::SlowConsumer)
+        );
+        assert_eq!(control.requested(), Some(CloseCode::SlowConsumer));
     }
 }
