@@ -1,7 +1,8 @@
 //! Crashes: the server is killed with SIGKILL under load, several times, in strict
 //! durability. After each kill the database must open, every message acknowledged
 //! before the kill must be in history with its seq, no entry may be stored twice, and a
-//! revocation acknowledged before the kill must still be in force. This is the CI smoke
+//! revocation acknowledged before the kill must still be in force. Messages sent
+//! without client ids (stored by plain inserts) must survive as a gapless prefix. This is the CI smoke
 //! form; `scripts/crash-test.sh` runs more cycles by hand (CYCLES=50).
 
 mod common;
@@ -65,6 +66,34 @@ async fn publish_until_killed(url: String, user: String, cycle: usize) -> HashMa
     }
 }
 
+/// Sends messages without client ids to the room "plain" until the connection dies.
+/// Nothing acknowledges them; what survives a kill must still be a gapless prefix.
+async fn publish_plain_until_killed(url: String, cycle: usize) {
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+        return;
+    };
+    let frame = |kind: &str, data: Value| {
+        Message::text(json!({"type": kind, "data": data, "timestamp": 1}).to_string())
+    };
+    let _ = ws
+        .send(frame("auth", json!({"token": token("plain")})))
+        .await;
+    let _ = ws.send(frame("join", json!({"roomId": "plain"}))).await;
+    let (mut sink, mut stream) = ws.split();
+    // Drain what the server sends so its queue never fills.
+    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+    for n in 0u64.. {
+        let m = frame(
+            "message",
+            json!({"roomId": "plain", "content": format!("plain-{cycle}-{n}")}),
+        );
+        if sink.send(m).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigkill_under_load_loses_no_acknowledged_message_or_revocation() {
     let cycles: usize = std::env::var("CRASH_CYCLES")
@@ -92,6 +121,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message_or_revocation() {
         let tasks: Vec<_> = (0..3)
             .map(|i| tokio::spawn(publish_until_killed(b.url(), format!("p{i}"), cycle)))
             .collect();
+        let plain = tokio::spawn(publish_plain_until_killed(b.url(), cycle));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let jti = format!("crash-{cycle}");
         let (ok, _, err) = run_cli(dir.path(), &["revoke", "--jti", &jti]).await;
@@ -102,6 +132,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message_or_revocation() {
         for t in tasks {
             acked.extend(t.await.unwrap());
         }
+        plain.await.unwrap();
 
         // The database opens and holds every acknowledged message exactly once.
         let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
@@ -127,6 +158,14 @@ async fn sigkill_under_load_loses_no_acknowledged_message_or_revocation() {
         );
         for w in history.windows(2) {
             assert_eq!(w[1].seq, w[0].seq + 1, "cycle {cycle}: seq gap");
+        }
+        // Messages without client ids are stored by plain inserts, not a transaction:
+        // what survives must still be gapless and without duplicates.
+        let plain = store.history("plain").unwrap();
+        assert!(!plain.is_empty(), "cycle {cycle}: no plain message stored");
+        for w in plain.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1, "cycle {cycle}: plain seq gap");
+            assert_ne!(w[1].content, w[0].content, "cycle {cycle}: plain duplicate");
         }
         assert!(
             store
