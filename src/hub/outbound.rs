@@ -147,6 +147,12 @@ impl Outbound {
         }
     }
 
+    /// Whether the queue is more than half full: the connection task is behind, and a
+    /// publisher feeding it should let it run (see `publish::publish`).
+    pub fn backlogged(&self) -> bool {
+        self.tx.capacity() * 2 < self.tx.max_capacity()
+    }
+
     /// Queues a text frame.
     pub fn send_text(&self, text: String) -> bool {
         self.send(text_frame(text))

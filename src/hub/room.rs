@@ -57,6 +57,8 @@ pub struct Posted {
     pub duplicate: bool,
     /// Members the frame was queued to.
     pub recipients: usize,
+    /// Some member's queue is more than half full.
+    pub backlogged: bool,
 }
 
 /// A client message id looked up in the room's memory.
@@ -387,6 +389,7 @@ impl Room {
                 epoch: st.epoch,
                 duplicate: true,
                 recipients: 0,
+                backlogged: false,
             }),
             None => Recent::Unseen {
                 certain: st.recent.complete_from_ms.saturating_add(window) <= now,
@@ -424,6 +427,7 @@ impl Room {
                     epoch: st.epoch,
                     duplicate: true,
                     recipients: 0,
+                    backlogged: false,
                 });
             }
         }
@@ -432,7 +436,7 @@ impl Room {
         record.seq = seq;
         let record = Arc::new(record);
         let frame = text_frame(protocol::splice_message(&body, seq, epoch));
-        fan_out(&st, &frame, None);
+        let backlogged = fan_out(&st, &frame, None);
         if self.limits.ring > 0 {
             if st.ring.len() >= self.limits.ring {
                 st.ring.pop_front();
@@ -455,6 +459,7 @@ impl Room {
             epoch,
             duplicate: false,
             recipients: st.members.len(),
+            backlogged,
         })
     }
 
@@ -821,14 +826,19 @@ fn plan_replay(st: &State, r: &Resume, keep: u64) -> Replay {
     Replay::Frames(frames)
 }
 
-fn fan_out(st: &State, frame: &Frame, except_user: Option<&Arc<str>>) {
+/// Queues `frame` to every member (but `except_user`'s connections); returns whether
+/// some member's queue is now more than half full.
+fn fan_out(st: &State, frame: &Frame, except_user: Option<&Arc<str>>) -> bool {
+    let mut backlogged = false;
     for m in st.members.values() {
         if except_user.is_some_and(|u| *u == m.user_id) {
             continue;
         }
         // The frame was serialised once; each member's queue gets a pointer to it.
         m.out.send(frame.clone());
+        backlogged |= m.out.backlogged();
     }
+    backlogged
 }
 
 /// A connection's place in a room. Dropping it leaves the room and tells the others,
