@@ -1,5 +1,5 @@
 //! HTTP routes, by resource: `GET /healthz`, the `GET /ws` upgrade, the token endpoints
-//! (`auth.rs`) and the admin API (`api/`). The upgrade is done here rather than with
+//! (`auth.rs`), the admin API (`api/`) and the embedded web assets (`assets.rs`). The upgrade is done here rather than with
 //! `warp::ws()` so tungstenite gets small buffers and our frame limits, and so origin,
 //! TLS and per-IP checks refuse a socket with an HTTP status before any upgrade. Each
 //! refusal has a stable code in [`HttpError`]; one `recover` turns every rejection into
@@ -21,6 +21,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 
 pub mod api;
+pub mod assets;
 pub mod auth;
 pub mod ops;
 
@@ -283,6 +284,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(ops::routes(state_for_auth))
         .unify()
         .or(api::routes(state_for_api))
+        .unify()
+        .or(assets::routes())
         .unify()
         .recover(recover)
         .unify()
