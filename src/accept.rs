@@ -40,6 +40,12 @@ pub struct ConnSlot {
     key: Option<Key>,
 }
 
+/// The connection's place, shared by the HTTP task and, after an upgrade, the WebSocket
+/// task: the place is given back only when both are done. (Held by the HTTP task alone,
+/// it was released at the upgrade, so the caps never counted WebSockets.)
+#[derive(Clone)]
+pub struct ConnHold(pub Arc<ConnSlot>);
+
 /// Why a connection was turned away before any request was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turned {
@@ -161,10 +167,10 @@ pub async fn accept_loop(listener: TcpListener, state: AppState, tls: Option<Arc
         let routes = routes.clone();
         let shutdown = state.shutdown.clone();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let hold = ConnHold(Arc::new(slot));
         state.tasks.spawn(async move {
-            let _slot = slot;
             match acceptor {
-                None => serve_http(stream, peer, false, routes, limits, shutdown).await,
+                None => serve_http(stream, peer, false, hold, routes, limits, shutdown).await,
                 Some(acceptor) => {
                     // A client that never finishes the handshake is dropped like a
                     // slow-header one.
@@ -172,7 +178,7 @@ pub async fn accept_loop(listener: TcpListener, state: AppState, tls: Option<Arc
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls_stream)) => {
-                            serve_http(tls_stream, peer, true, routes, limits, shutdown).await
+                            serve_http(tls_stream, peer, true, hold, routes, limits, shutdown).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -194,6 +200,7 @@ async fn serve_http<I>(
     io: I,
     peer: SocketAddr,
     secure: bool,
+    hold: ConnHold,
     routes: BoxedFilter<(warp::reply::Response,)>,
     limits: HttpLimits,
     shutdown: CancellationToken,
@@ -203,6 +210,7 @@ async fn serve_http<I>(
     let svc = TowerToHyperService::new(warp::service(routes));
     let svc = hyper::service::service_fn(move |mut req: ::http::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
+        req.extensions_mut().insert(hold.clone());
         if secure {
             req.extensions_mut().insert(Secure);
         }

@@ -202,3 +202,26 @@ async fn listen_backlog_bounds_the_accept_queue() {
         bin.stop().await;
     }
 }
+
+/// An upgraded WebSocket keeps its TCP connection's place under the caps for its whole
+/// life (the place used to be given back at the upgrade, so WebSockets were uncapped).
+#[tokio::test]
+async fn websockets_count_towards_the_connection_caps() {
+    let s = TestServer::start_with(|c| c.connection.max_connections_per_ip = 2).await;
+    let first = s.client().await;
+    let second = s.client().await;
+    let mut third = connect_from("127.0.0.1", s.addr).await;
+    let got = read_until_closed(&mut third, Duration::from_secs(2)).await;
+    assert_eq!(got, Some(Vec::new()), "a third connection was served");
+    first.close().await;
+    let mut ok = false;
+    for _ in 0..50 {
+        if served("127.0.0.1", s.addr).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the closed WebSocket's place was not given back");
+    second.close().await;
+}

@@ -275,6 +275,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::ext::optional::<UpgradeSlot>())
         .and(warp::ext::optional::<Secure>())
+        .and(warp::ext::optional::<crate::accept::ConnHold>())
         .and_then(ws_upgrade);
     health
         .or(ws)
@@ -356,6 +357,7 @@ async fn ws_upgrade(
     peer: Option<PeerAddr>,
     slot: Option<UpgradeSlot>,
     secure: Option<Secure>,
+    hold: Option<crate::accept::ConnHold>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
     let refuse = |e: HttpError| Err(warp::reject::custom(Refused(e)));
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -436,7 +438,13 @@ async fn ws_upgrade(
                 // A task of its own, sized to the connection's future alone: awaited
                 // here it would carry this block's state too, for its whole life
                 // (about 1.6 KiB per idle connection, measured).
-                tasks.spawn(conn::run(ws, state, ip, admission));
+                let connection = conn::run(ws, state, ip, admission);
+                // The TCP connection keeps its place under the connection caps for as
+                // long as the socket lives.
+                tasks.spawn(async move {
+                    let _hold = hold;
+                    connection.await
+                });
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
