@@ -183,7 +183,7 @@ fn signal(pid: u32, sig: &str) {
 /// connections complete. At the default (1024) a burst far past std's 128 completes.
 #[tokio::test]
 async fn listen_backlog_bounds_the_accept_queue() {
-    for (backlog, burst, expect) in [("16", 24, 17), ("1024", 300, 300)] {
+    for (backlog, burst, expect) in [("16", 24, 17usize), ("1024", 300, 300)] {
         let dir = tempfile::tempdir().unwrap();
         let bin = Binary::start(
             dir.path(),
@@ -195,9 +195,11 @@ async fn listen_backlog_bounds_the_accept_queue() {
         let (done, held) = established_without_accept(bin.addr, burst).await;
         signal(pid, "-CONT");
         drop(held);
-        assert_eq!(
-            done, expect,
-            "backlog {backlog}: {done} of {burst} connects completed"
+        // Linux admits backlog + 1; one either way is allowed for kernels that count
+        // differently, which still tells 16 from 128 and from 1024.
+        assert!(
+            done.abs_diff(expect) <= 1,
+            "backlog {backlog}: {done} of {burst} connects completed, expected {expect}"
         );
         bin.stop().await;
     }
