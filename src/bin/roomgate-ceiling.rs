@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // roomgate's WebSocket settings (src/http/mod.rs), so per-connection memory compares.
     let ws = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(cli.max_frame_bytes.max(64 * 1024) * 4)
         .max_message_size(Some(cli.max_frame_bytes))
