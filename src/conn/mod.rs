@@ -85,6 +85,8 @@ struct Conn {
     token_expires_at: u64,
     /// Set by `auth` and `refresh`; the run loop re-arms its token timers from it.
     token_timers: Option<TokenTimers>,
+    /// The TCP connection's place under the connection caps, given back with the socket.
+    _place: Option<crate::accept::ConnHold>,
 }
 
 /// When the current token's `token_expiring` notice is due and when the socket closes.
@@ -113,6 +115,7 @@ pub fn run<S>(
     state: AppState,
     ip: IpAddr,
     admission: Admission,
+    place: Option<crate::accept::ConnHold>,
 ) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -143,6 +146,7 @@ where
         notifications: None,
         token_expires_at: 0,
         token_timers: None,
+        _place: place,
         state,
     };
     conn.out.send_text(protocol::encode(

@@ -438,13 +438,10 @@ async fn ws_upgrade(
                 // A task of its own, sized to the connection's future alone: awaited
                 // here it would carry this block's state too, for its whole life
                 // (about 1.6 KiB per idle connection, measured).
-                let connection = conn::run(ws, state, ip, admission);
-                // The TCP connection keeps its place under the connection caps for as
-                // long as the socket lives.
-                tasks.spawn(async move {
-                    let _hold = hold;
-                    connection.await
-                });
+                // The socket keeps its TCP connection's place under the connection caps
+                // for its whole life (the connection owns `hold`). Not held by an async
+                // block around the future here: that would store the future twice.
+                tasks.spawn(conn::run(ws, state, ip, admission, hold));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
