@@ -192,6 +192,16 @@ async fn listen_backlog_bounds_the_accept_queue() {
         .await;
         let pid = bin.child.id().unwrap();
         signal(pid, "-STOP");
+        // kill(1) returns before the process is stopped; connects made meanwhile would
+        // be accepted and not count against the queue.
+        let stat = format!("/proc/{pid}/stat");
+        for _ in 0..500 {
+            let st = std::fs::read_to_string(&stat).unwrap_or_default();
+            if st.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let (done, held) = established_without_accept(bin.addr, burst).await;
         signal(pid, "-CONT");
         drop(held);
