@@ -140,6 +140,7 @@ async fn chat_page_and_admin_console_in_chromium() {
         "two_users_chat",
         "read_only_user",
         "restart_reconnect_exactly_once",
+        "missed_messages_recovered",
         "xss_renders_as_text",
         "admin_console_and_revocation",
     ] {

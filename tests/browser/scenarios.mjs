@@ -133,6 +133,7 @@ for (const [username, email] of [
   ['alice', 'alice@example.com'],
   ['bob', 'bob@example.com'],
   ['reader', 'reader@example.com'],
+  ['carol', 'carol@example.com'],
   ['mallory', `mallory${XSS}@example.com`],
 ]) {
   const r = await http('POST', '/api/v1/users', adminToken, { username, email, roles: ['user'], password: USER_PW });
@@ -244,6 +245,39 @@ scenario('restart_reconnect_exactly_once', async () => {
     const got = await contents(p);
     check(JSON.stringify(got) === JSON.stringify(expected), `${p.label} shows ${JSON.stringify(got)}`);
   }
+});
+
+scenario('missed_messages_recovered', async () => {
+  // Carol's socket runs through a route this script controls, so it can drop her
+  // connection and hold her reconnect while others write: a real gap to recover.
+  const carol = await newPage('carol');
+  const sockets = [];
+  let gate = null;
+  await carol.routeWebSocket(/\/ws$/, async (ws) => {
+    if (gate) await gate;
+    sockets.push({ ws, server: ws.connectToServer() });
+  });
+  await chatLogin(carol, 'carol', USER_PW);
+  await join(carol, 'general');
+  await waitForMessage(carol, 'after restart 4');
+  let release;
+  gate = new Promise((r) => {
+    release = r;
+  });
+  await sockets.at(-1).ws.close({ code: 1001, reason: 'Server shutting down' });
+  await carol.waitForSelector('#conn-state:not([data-state=connected])');
+  await say(alice, 'while carol was away 1');
+  await say(alice, 'while carol was away 2');
+  release();
+  await carol.waitForSelector('#conn-state[data-state=connected]');
+  await waitForMessage(carol, 'while carol was away 2');
+  const marker = await carol.$eval('#message-list .marker.recovered', (m) => ({ text: m.textContent, next: m.nextElementSibling?.querySelector('.content')?.textContent }));
+  check(/missed message/.test(marker.text), `marker says ${JSON.stringify(marker.text)}`);
+  check(marker.next === 'while carol was away 1', `marker precedes ${JSON.stringify(marker.next)}`);
+  const got = await contents(carol);
+  const tail = ['after restart 4', 'while carol was away 1', 'while carol was away 2'];
+  check(JSON.stringify(got.slice(-3)) === JSON.stringify(tail) && new Set(got).size === got.length, `carol shows ${JSON.stringify(got)}`);
+  await carol.context().close();
 });
 
 scenario('xss_renders_as_text', async () => {
