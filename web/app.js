@@ -9,6 +9,8 @@ const $ = (id) => document.getElementById(id);
 const { el } = session;
 
 const HISTORY_PAGE = 50;
+// Longer than the server's default refresh notice (auth.refresh_notice_secs = 60).
+const TOKEN_MIN_LIFE_MS = 120_000;
 // Terminal close codes (README "Close codes"): the library stops reconnecting on these,
 // and for the page they mean the sign-in is over.
 const SIGNED_OUT_CODES = new Set([4003]);
@@ -161,7 +163,9 @@ async function startChat() {
 
   const client = new RoomgateClient({
     url: wsUrl(),
-    getToken: () => session.accessToken({ force: false }),
+    // The socket asks on `token_expiring` (a minute before the end, by default) and
+    // after expiry closes: hand it a token that outlives that notice, not the old one.
+    getToken: () => session.accessToken({ minLifeMs: TOKEN_MIN_LIFE_MS }),
   });
   state.client = client;
   wire(client);

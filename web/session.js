@@ -103,9 +103,9 @@ async function refreshNow() {
 }
 
 /** An access token with some life left, refreshing first if it is about to end. */
-export async function accessToken({ force = false } = {}) {
+export async function accessToken({ force = false, minLifeMs = REFRESH_MARGIN_MS } = {}) {
   if (!current) throw new AuthError(401, 'not_signed_in', 'Not signed in');
-  if (!force && current.expiresAt - Date.now() > REFRESH_MARGIN_MS) return current.accessToken;
+  if (!force && current.expiresAt - Date.now() > minLifeMs) return current.accessToken;
   if (!refreshing) {
     refreshing = refreshNow().finally(() => {
       refreshing = null;

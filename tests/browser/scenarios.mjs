@@ -277,6 +277,7 @@ scenario('missed_messages_recovered', async () => {
   const got = await contents(carol);
   const tail = ['after restart 4', 'while carol was away 1', 'while carol was away 2'];
   check(JSON.stringify(got.slice(-3)) === JSON.stringify(tail) && new Set(got).size === got.length, `carol shows ${JSON.stringify(got)}`);
+  await carol.screenshot({ path: path.join(SHOTS, 'chat-recovered.png') });
   await carol.context().close();
 });
 
