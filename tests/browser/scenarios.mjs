@@ -264,7 +264,10 @@ scenario('missed_messages_recovered', async () => {
   gate = new Promise((r) => {
     release = r;
   });
-  await sockets.at(-1).ws.close({ code: 1001, reason: 'Server shutting down' });
+  const dropped = sockets.at(-1);
+  await dropped.ws.close({ code: 1001, reason: 'Server shutting down' });
+  // The server side too, so presence does not count the dropped socket.
+  await dropped.server.close({ code: 1000 });
   await carol.waitForSelector('#conn-state:not([data-state=connected])');
   await say(alice, 'while carol was away 1');
   await say(alice, 'while carol was away 2');
