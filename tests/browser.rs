@@ -141,6 +141,7 @@ async fn chat_page_and_admin_console_in_chromium() {
         "read_only_user",
         "restart_reconnect_exactly_once",
         "missed_messages_recovered",
+        "notification_inbox",
         "xss_renders_as_text",
         "admin_console_and_revocation",
     ] {

@@ -284,6 +284,20 @@ scenario('missed_messages_recovered', async () => {
   await carol.context().close();
 });
 
+scenario('notification_inbox', async () => {
+  const r = await http('POST', '/api/v1/notify', adminToken, { userId: 'alice', title: `Heads up ${XSS}`, body: 'deploy at five' });
+  check(r.status === 200 && r.body.recipients === 1, `notify: ${r.status} ${JSON.stringify(r.body)}`);
+  await alice.waitForSelector('#inbox-count:text-is("1")');
+  await alice.click('#inbox-toggle');
+  await alice.waitForSelector('#inbox-list li.notification');
+  const text = await alice.textContent('#inbox-list li.notification');
+  check(text.includes('deploy at five') && text.includes(`Heads up ${XSS}`), `inbox shows ${JSON.stringify(text)}`);
+  await noInjection(alice, '#inbox');
+  await alice.click('#inbox-clear');
+  await alice.waitForSelector('#inbox-count:text-is("0")');
+  await alice.click('#inbox-toggle');
+});
+
 scenario('xss_renders_as_text', async () => {
   const mallory = await newPage('mallory');
   await chatLogin(mallory, 'mallory', USER_PW);
