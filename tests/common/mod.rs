@@ -305,8 +305,14 @@ impl Binary {
     /// Starts `roomgate serve --listen 127.0.0.1:0 --data DIR` with extra env; waits
     /// for its "listening" line.
     pub async fn start(dir: &Path, envs: &[(&str, &str)]) -> Binary {
+        Self::start_at(dir, "127.0.0.1:0", envs).await
+    }
+
+    /// As `start`, on a given listen address: restart tests re-bind the port an earlier
+    /// run of the server got, so clients that kept the URL can reconnect to it.
+    pub async fn start_at(dir: &Path, listen: &str, envs: &[(&str, &str)]) -> Binary {
         let mut cmd = tokio::process::Command::new(binary_path());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        cmd.args(["serve", "--listen", listen, "--data"])
             .arg(dir)
             .env("JWT_SECRET", JWT_SECRET)
             .env("WS_SECRET", WS_SECRET)
