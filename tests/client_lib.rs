@@ -126,3 +126,13 @@ async fn token_refresh_on_token_expiring() {
 async fn terminal_close_stops_reconnecting() {
     run_node_test("terminal.test.mjs").await;
 }
+
+#[tokio::test]
+async fn token_expired_close_reconnects_with_a_fresh_token() {
+    run_node_test("expiry.test.mjs").await;
+}
+
+#[tokio::test]
+async fn seed_api_compatibility() {
+    run_node_test("seed_compat.test.mjs").await;
+}
