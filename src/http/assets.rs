@@ -57,16 +57,18 @@ fn csp(headers: &HeaderMap) -> String {
 
 /// `GET` and `HEAD` of an embedded asset.
 pub fn routes() -> BoxedFilter<(warp::reply::Response,)> {
-    warp::get()
-        .or(warp::head())
-        .unify()
+    // The method is checked inside, not with `warp::get()`: that filter's "method not
+    // allowed" would outrank the 404 of every other route for any POST to an unknown
+    // path (a `POST /auth/login` with accounts off answered 405, not 404).
+    warp::method()
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and_then(
-            |path: warp::path::FullPath, headers: HeaderMap| async move {
+            |method: http::Method, path: warp::path::FullPath, headers: HeaderMap| async move {
+                let readable = method == http::Method::GET || method == http::Method::HEAD;
                 match lookup(path.as_str()) {
-                    Some(asset) => Ok(respond(asset, &headers)),
-                    None => Err(warp::reject::not_found()),
+                    Some(asset) if readable => Ok(respond(asset, &headers)),
+                    _ => Err(warp::reject::not_found()),
                 }
             },
         )

@@ -384,8 +384,9 @@ export class RoomgateClient {
 
   /** Sends a message; it is re-sent after reconnects until acknowledged. Returns its clientMsgId. */
   sendMessage(roomId, content, clientMsgId = newClientMsgId()) {
-    this.pending.set(clientMsgId, { roomId, content });
     const r = this.rooms.get(roomId);
+    // only rooms the client (re)joins are tracked for resend; others get the server's error once
+    if (r) this.pending.set(clientMsgId, { roomId, content });
     if (this.state === 'connected' && (!r || r.joined !== false)) {
       this.send('message', { roomId, content, clientMsgId });
     }

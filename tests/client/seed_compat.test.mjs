@@ -1,0 +1,33 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { mint, requireServer, uid, until, URL } from './helpers.mjs';
+import { SecureWebSocketClient } from '../../web/client/roomgate.js';
+
+test('SecureWebSocketClient keeps the seed API: connect, joinRoom, sendMessage, callbacks, disconnect', async () => {
+  requireServer();
+  const room = uid('seed');
+  const [ua, ub] = [uid('seed-a'), uid('seed-b')];
+  const a = new SecureWebSocketClient(URL, mint(ua), { WebSocket });
+  const b = new SecureWebSocketClient(URL, mint(ub), { WebSocket });
+  const gotA = [];
+  const joinedA = [];
+  const errorsB = [];
+  a.onMessage = (m) => gotA.push(m);
+  a.onUserJoined = (d) => joinedA.push(d);
+  b.onError = (e) => errorsB.push(e);
+  await a.connect();
+  await b.connect();
+  a.joinRoom(room);
+  await until('a joined', () => a.client.rooms.get(room)?.joined === true);
+  b.joinRoom(room);
+  await until('a saw b join', () => joinedA.some((d) => d.userId === ub));
+  b.sendMessage(room, 'hello from b');
+  await until('a got the message', () => gotA.some((m) => m.content === 'hello from b'));
+  assert.equal(gotA.find((m) => m.content === 'hello from b').userId, ub);
+  b.sendMessage('never-joined-room', 'x');
+  await until('b got an error', () => errorsB.length > 0);
+  assert.equal(typeof errorsB[0], 'string');
+  a.disconnect();
+  b.disconnect();
+});
