@@ -197,7 +197,11 @@ async fn listen_backlog_bounds_the_accept_queue() {
         let stat = format!("/proc/{pid}/stat");
         for _ in 0..500 {
             let st = std::fs::read_to_string(&stat).unwrap_or_default();
-            if st.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
+            if st
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;

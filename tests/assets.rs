@@ -29,7 +29,12 @@ async fn every_web_file_is_served_with_its_type_and_security_headers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
     let mut files = Vec::new();
     web_files(&root, &mut files);
-    for must in ["index.html", "admin.html", "client/roomgate.js", "client/roomgate.d.ts"] {
+    for must in [
+        "index.html",
+        "admin.html",
+        "client/roomgate.js",
+        "client/roomgate.d.ts",
+    ] {
         assert!(root.join(must).is_file(), "web/{must} is missing");
     }
     let server = TestServer::start().await;
@@ -67,7 +72,10 @@ async fn every_web_file_is_served_with_its_type_and_security_headers() {
         );
         let csp = reply.header("content-security-policy").expect("CSP");
         assert!(csp.contains("script-src 'self'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert!(
             csp.contains(&format!("connect-src 'self' ws://{addr} wss://{addr};")),
             "{csp}"
@@ -79,7 +87,10 @@ async fn every_web_file_is_served_with_its_type_and_security_headers() {
             let open = tag.split('>').next().unwrap();
             assert!(open.contains("src="), "{path} has an inline <script>");
         }
-        assert!(!html.contains(" onclick=") && !html.contains(" onload="), "{path}");
+        assert!(
+            !html.contains(" onclick=") && !html.contains(" onload="),
+            "{path}"
+        );
     }
 
     // Revalidation.
