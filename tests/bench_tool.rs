@@ -92,6 +92,19 @@ fn assert_exact(v: &Value, rooms: u64, subs: u64, pubs: u64, rate: u64, secs: u6
     // Each publisher is a member of its room too and gets every message of it back.
     assert_eq!(v["publisher_echoes"], sent * pubs, "{v}");
     assert_eq!(v["subscribers_ended_early"], serde_json::json!({}), "{v}");
+    // The worst window holds the run's worst delivery (the histogram keeps 3 significant
+    // figures), and windows are listed worst first.
+    let worst = v["worst_windows"].as_array().expect("worst_windows");
+    assert!(!worst.is_empty() && worst.len() <= 5, "{v}");
+    let top = worst[0]["max_us"].as_u64().unwrap();
+    let max = v["latency_us"]["max"].as_u64().unwrap();
+    assert!(top.abs_diff(max) <= max / 500 + 1, "{top} vs {max}: {v}");
+    assert!(
+        worst
+            .windows(2)
+            .all(|w| w[0]["max_us"].as_u64() >= w[1]["max_us"].as_u64()),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,14 +5,18 @@
 //! measures end-to-end latency and accounts exactly for loss, duplicates and reordering
 //! per publisher ([`crate::accounting`]). Delivered messages per second count the
 //! subscribers' deliveries that arrived inside the sending window; after it, subscribers
-//! wait up to `--drain-secs` for the rest before anything missing counts as lost.
+//! wait up to `--drain-secs` for the rest before anything missing counts as lost. The
+//! worst latency of each 100 ms of send time is kept too, so a report can tell one stall
+//! (one bad window) from a steady cost (all of them).
 //!
 //! All connections are set up (authenticated as distinct users, joined) before the first
 //! message, and the server's join traffic is read and allowed to settle, so the window
-//! holds nothing but the message path.
+//! holds nothing but the message path. The tool's own per-subscriber buffers are
+//! allocated and touched before the window opens, for the same reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -81,6 +85,48 @@ pub struct FanoutArgs {
 }
 
 /// When the sending window starts, on both clocks.
+/// Windows listed in the report, worst first.
+const WORST_WINDOWS: usize = 5;
+
+/// The worst latency of the messages sent in each short window of the run, so a tail can
+/// be told apart: one stall shows as one bad window, a steady cost as all of them.
+struct Timeline {
+    max_us: Vec<AtomicU64>,
+}
+
+impl Timeline {
+    const BUCKET_MS: u64 = 100;
+
+    fn new(span: Duration) -> Timeline {
+        let n = span.as_millis() as u64 / Self::BUCKET_MS + 1;
+        Timeline {
+            max_us: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A message sent `since_start_us` after the start arrived after `us`.
+    fn note(&self, since_start_us: u64, us: u64) {
+        let i = (since_start_us / 1000 / Self::BUCKET_MS) as usize;
+        if let Some(b) = self.max_us.get(i) {
+            b.fetch_max(us, Ordering::Relaxed);
+        }
+    }
+
+    /// The `n` windows with the worst latency: (start in ms from the run's start, max µs).
+    fn worst(&self, n: usize) -> Vec<(u64, u64)> {
+        let mut all: Vec<(u64, u64)> = self
+            .max_us
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u64 * Self::BUCKET_MS, b.load(Ordering::Relaxed)))
+            .filter(|(_, us)| *us > 0)
+            .collect();
+        all.sort_by_key(|w| std::cmp::Reverse(w.1));
+        all.truncate(n);
+        all
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Start {
     at: Instant,
@@ -144,6 +190,7 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<()> {
 
     let latency = SharedHist::new();
     let lag = SharedHist::new();
+    let timeline = Arc::new(Timeline::new(window + drain));
     let permits = Arc::new(Semaphore::new(a.concurrency.max(1)));
     let (setup_tx, mut setup_rx) = mpsc::unbounded_channel::<Result<(), Fail>>();
     let (start_tx, start_rx) = watch::channel::<Option<Start>>(None);
@@ -184,6 +231,7 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<()> {
         };
         if k < layout.subs {
             let (mut sent_rx, rec) = (sent_rx.clone(), latency.recorder());
+            let timeline = timeline.clone();
             let (results_tx, mut stop_rx) = (results_tx.clone(), stop_rx.clone());
             subs.spawn(async move {
                 let Some(mut ws) = setup.await else {
@@ -199,6 +247,7 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<()> {
                     window,
                     drain,
                     rec,
+                    &timeline,
                 )
                 .await;
                 let _ = results_tx.send(r);
@@ -345,6 +394,7 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<()> {
         "publisher_echoes": echoes,
         "latency_us": latency_json(&h),
         "publisher_lag_us": latency_json(&lag),
+        "worst_windows": timeline.worst(WORST_WINDOWS).iter().map(|(at_ms, us)| json!({"at_ms": at_ms, "max_us": us})).collect::<Vec<_>>(),
         "lost": totals.lost,
         "duplicates": totals.duplicates,
         "out_of_order": totals.out_of_order,
@@ -368,6 +418,20 @@ pub async fn run(a: FanoutArgs) -> anyhow::Result<()> {
         a.rate * (a.rooms * a.subscribers) as f64
     );
     eprintln!("  latency: {}", latency_line(&h));
+    eprintln!(
+        "  worst {} ms windows by send time: {}",
+        Timeline::BUCKET_MS,
+        timeline
+            .worst(WORST_WINDOWS)
+            .iter()
+            .map(|(at_ms, us)| format!(
+                "{:.1} s max {:.1} ms",
+                *at_ms as f64 / 1000.0,
+                *us as f64 / 1000.0
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     eprintln!(
         "  lost {}, duplicates {}, out of order {}, foreign {} ({affected} subscribers affected); publishers behind schedule: {}",
         totals.lost,
@@ -431,6 +495,7 @@ async fn subscribe(
     window: Duration,
     drain: Duration,
     mut rec: Recorder,
+    timeline: &Timeline,
 ) -> SubResult {
     let mut r = SubResult {
         room,
@@ -441,6 +506,7 @@ async fn subscribe(
         last_us: 0,
         ended: None,
     };
+    rec.prepare();
     let start = match await_start(ws, start_rx).await {
         Ok(s) => s,
         Err(e) => {
@@ -469,7 +535,9 @@ async fn subscribe(
                     }
                     r.last_us = now;
                     if matches!(r.ledger.record(&m), Seen::InOrder | Seen::OutOfOrder) {
-                        rec.record(now.saturating_sub(m.sent_us).max(1));
+                        let us = now.saturating_sub(m.sent_us).max(1);
+                        rec.record(us);
+                        timeline.note(m.sent_us.saturating_sub(start.at_us), us);
                     }
                     continue;
                 }
