@@ -547,7 +547,8 @@ async fn ws_token_resumes_the_session_also_after_a_restart() {
     let (first, ok) = accepted(&s, &token("alice")).await;
     let w1 = ok["wsToken"].as_str().unwrap().to_string();
     let sid = jwt_claims(&w1)["sessionId"].as_str().unwrap().to_string();
-    first.close().await;
+    // Dropped, not closed: a normal close would end the session.
+    first.vanish().await;
 
     // A new connection resumes with the wsToken.
     let mut c = Client::connect(&s.url()).await;
@@ -564,7 +565,7 @@ async fn ws_token_resumes_the_session_also_after_a_restart() {
         hs["data"]["connectionId"].as_str().unwrap()
     );
     c.join("lobby").await;
-    c.close().await;
+    c.vanish().await;
 
     // After a restart on the same data root, both wsTokens still resume it.
     let dir = s.stop().await;
@@ -576,8 +577,81 @@ async fn ws_token_resumes_the_session_also_after_a_restart() {
             jwt_claims(ok["wsToken"].as_str().unwrap())["sessionId"],
             json!(sid)
         );
-        c.close().await;
+        c.vanish().await;
     }
+}
+
+#[tokio::test]
+async fn a_normal_close_ends_the_session_and_other_ends_keep_it() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    // Reads the server's echo of the close, then the end of the stream.
+    async fn drain(c: &mut Client) {
+        let end = async { while c.ws.next().await.is_some() {} };
+        tokio::time::timeout(WAIT, end)
+            .await
+            .expect("the server closes");
+    }
+    let s = TestServer::start().await;
+    let store = || s.server().state().store.clone();
+    let session_of = |ok: &Value| {
+        jwt_claims(ok["wsToken"].as_str().unwrap())["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // A close frame without a code (a browser's close()) and one with 1000 (the seed's
+    // disconnect()) end the session: its wsToken no longer resumes anything.
+    for code in [None, Some(CloseCode::Normal)] {
+        let (mut c, ok) = accepted(&s, &token("alice")).await;
+        let (w, sid) = (ok["wsToken"].as_str().unwrap().to_string(), session_of(&ok));
+        let frame = code.map(|code| CloseFrame {
+            code,
+            reason: "Client disconnect".into(),
+        });
+        c.ws.send(Message::Close(frame)).await.unwrap();
+        drain(&mut c).await;
+        wait_until("the session is deleted", || {
+            store().session(&sid).unwrap().is_none()
+        })
+        .await;
+        refused(&s, &w, "auth_failed").await;
+    }
+
+    // A dropped connection and a close with any other code (1001, a page navigating
+    // away) keep it resumable.
+    let (c, ok) = accepted(&s, &token("alice")).await;
+    let (w, sid) = (ok["wsToken"].as_str().unwrap().to_string(), session_of(&ok));
+    c.vanish().await;
+    let (mut c, ok) = accepted(&s, &w).await;
+    assert_eq!(session_of(&ok), sid);
+    let w = ok["wsToken"].as_str().unwrap().to_string();
+    c.ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: "".into(),
+    })))
+    .await
+    .unwrap();
+    drain(&mut c).await;
+    let (a, ok) = accepted(&s, &w).await;
+    assert_eq!(session_of(&ok), sid);
+
+    // While another socket still lives on the session, a normal close of one leaves it.
+    let (b, _) = accepted(&s, &w).await;
+    a.close().await;
+    let (c, ok) = accepted(&s, &w).await;
+    assert_eq!(session_of(&ok), sid);
+    c.vanish().await;
+    b.close().await;
+    wait_until("the session is deleted", || {
+        store().session(&sid).unwrap().is_none()
+    })
+    .await;
+    refused(&s, &w, "auth_failed").await;
 }
 
 #[tokio::test]
@@ -635,7 +709,7 @@ async fn ws_token_is_refused_once_the_original_token_is_revoked() {
     let (c, ok) = accepted(&s, &t).await;
     let w1 = ok["wsToken"].as_str().unwrap().to_string();
     let sid = jwt_claims(&w1)["sessionId"].as_str().unwrap().to_string();
-    c.close().await;
+    c.vanish().await;
     // Resume, and resume again from the resumed socket's wsToken: the session has been
     // rewritten by resumptions, two generations away from the original token.
     let (mut gen1, ok) = accepted(&s, &w1).await;

@@ -431,7 +431,7 @@ async fn auth_with_a_ws_token_key_resumes_the_session() {
     let w = ok["wsToken"].as_str().unwrap().to_string();
     let sid = jwt_claims(&w)["sessionId"].clone();
     assert!(sid.is_string());
-    first.close().await;
+    first.vanish().await;
 
     let mut c = s.client().await;
     c.send("auth", json!({ "wsToken": w })).await;

@@ -153,7 +153,8 @@ async fn the_inbox_is_replayed_after_auth_oldest_first_and_not_after_ack() {
         dave.expect("notification_acked").await["data"],
         json!({"removed": 0})
     );
-    dave.close().await;
+    // Dropped, not closed, so the session stays resumable for the last step.
+    dave.vanish().await;
 
     // A new connection gets only the unacknowledged one.
     let mut dave = s.authed("dave").await;

@@ -200,6 +200,7 @@ where
     tokio::pin!(auth_deadline, idle, token_expiry, token_notice);
     // The frame taken off the queue and not yet handed to the socket.
     let mut in_hand: Option<Message> = None;
+    let mut goodbye = false;
 
     let close = loop {
         let authenticated = matches!(conn.session, Session::Authenticated(_));
@@ -234,7 +235,14 @@ where
                         Err(_) => break Some(CloseCode::InactivityTimeout),
                     },
                     Message::Pong(_) | Message::Frame(_) => {}
-                    Message::Close(_) => break None,
+                    Message::Close(frame) => {
+                        // A normal close (1000, or a close frame without a code) is a
+                        // client saying goodbye, as the seed's `disconnect()` does; it
+                        // does not reconnect after one, so its session need not wait
+                        // for a resume that will not come.
+                        goodbye = frame.is_none_or(|f| f.code == WsCloseCode::Normal);
+                        break None;
+                    }
                 }
                 if let Some(timers) = conn.token_timers.take() {
                     token_expiry.as_mut().reset(timers.expiry);
@@ -278,6 +286,9 @@ where
 
     // Boxed for the same reason as the frame handler: the close handshake's futures
     // are only needed once, at the end.
+    if goodbye {
+        conn.end_session();
+    }
     Box::pin(finish(conn, close, in_hand, sink, stream, rx, registration)).await;
 }
 
@@ -424,6 +435,26 @@ impl Conn {
     }
 
     /// Records that the socket is being closed because its token expired.
+    /// Deletes the session after the client closed normally, unless another live
+    /// socket resumed it and still uses it. Abnormal ends (a dropped network, a restart,
+    /// a server-side close) keep it, so its `wsToken` resumes it until it expires.
+    fn end_session(&self) {
+        let Session::Authenticated(identity) = &self.session else {
+            return;
+        };
+        let key = format!("session:{}", identity.session_id);
+        if self
+            .state
+            .registry
+            .key_held_elsewhere(self.id, &identity.user_id, &key)
+        {
+            return;
+        }
+        if let Err(e) = self.state.store.delete_session(&identity.session_id) {
+            tracing::warn!(error = %e, "deleting a closed session failed");
+        }
+    }
+
     fn audit_expired(&self) {
         let Session::Authenticated(identity) = &self.session else {
             return;

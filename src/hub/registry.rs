@@ -173,6 +173,18 @@ impl Registry {
         n
     }
 
+    /// Whether a connection of `user` other than `id` holds the revocation key `key`
+    /// (for example another socket resumed from the same session).
+    pub fn key_held_elsewhere(&self, id: u64, user: &str, key: &str) -> bool {
+        let inner = self.lock();
+        inner.by_user.get(user).is_some_and(|ids| {
+            ids.iter()
+                .filter(|other| **other != id)
+                .filter_map(|other| inner.conns.get(other))
+                .any(|e| e.token_keys.iter().any(|k| k == key))
+        })
+    }
+
     /// How many authenticated connections `user` has open.
     pub fn user_connections(&self, user: &str) -> usize {
         self.lock().by_user.get(user).map_or(0, Vec::len)

@@ -285,6 +285,19 @@ impl Client {
             .await;
     }
 
+    /// Ends the TCP connection without a close frame, as a dropped network does: the
+    /// server keeps the session resumable (a normal close ends it).
+    pub async fn vanish(self) {
+        let Client { ws, .. } = self;
+        let mut tcp = match ws.into_inner() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+            _ => unreachable!("tests speak plain TCP"),
+        };
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
+    }
+
+    /// Closes normally (a close frame without a code, as a browser's `close()` sends),
+    /// which ends the session, and waits for the server's reply.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
         let _ = tokio::time::timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
