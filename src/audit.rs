@@ -41,13 +41,18 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Starts the writer task; returns the handle.
+    /// Starts the writer thread; returns the handle.
     pub fn start(store: Store, key: Vec<u8>, queue: usize) -> Audit {
-        let writer = BatchWriter::start(queue, 256, move |batch: &[EventRecord]| {
-            if let Err(e) = store.append_events(batch) {
-                tracing::error!(error = %e, lost = batch.len(), "writing security events failed");
-            }
-        });
+        let writer = BatchWriter::start(
+            "roomgate-audit",
+            queue,
+            256,
+            move |batch: &[EventRecord]| {
+                if let Err(e) = store.append_events(batch) {
+                    tracing::error!(error = %e, lost = batch.len(), "writing security events failed");
+                }
+            },
+        );
         Audit {
             writer,
             key: key.into(),

@@ -1,9 +1,15 @@
-//! A batching writer: one task that takes items from a bounded channel and hands them to a
-//! write function in batches, so a burst becomes one store batch instead of many small
-//! writes, and nothing on a request path waits for disk. Barriers let callers wait until
-//! everything queued before them is written (and optionally stop the task). The history
-//! and audit writers are both this, with different overflow policies chosen by the
-//! caller (`push` waits, `try_push` refuses).
+//! A batching writer: one thread that takes items from a bounded channel and hands them
+//! to a write function in batches, so a burst becomes one store batch instead of many
+//! small writes, and nothing on a request path waits for disk. Barriers let callers wait
+//! until everything queued before them is written (and optionally stop the thread). The
+//! history and audit writers are both this, with different overflow policies chosen by
+//! the caller (`push` waits, `try_push` refuses).
+//!
+//! The writer is an OS thread, not a runtime task, because sled's calls are synchronous
+//! and can block: an insert waits for a log buffer while the flusher writes and syncs the
+//! previous ones. On a runtime task that wait stops every connection sharing the worker
+//! (with the server on one core, all of them); on its own thread it stops only the writer,
+//! whose bounded queue keeps the rest of the server going.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,17 +56,19 @@ impl<T> Clone for BatchWriter<T> {
 }
 
 impl<T: Send + 'static> BatchWriter<T> {
-    /// Starts the task; `write` gets at most `max_batch` items at a time, in queue order.
-    pub fn start<W>(queue: usize, max_batch: usize, mut write: W) -> BatchWriter<T>
+    /// Starts the thread `name`; `write` gets at most `max_batch` items at a time, in
+    /// queue order. The thread ends after a `stop`, or once every handle is dropped and
+    /// the queue is drained.
+    pub fn start<W>(name: &str, queue: usize, max_batch: usize, mut write: W) -> BatchWriter<T>
     where
         W: FnMut(&[T]) + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel::<Msg<T>>(queue);
         let written = Arc::new(AtomicU64::new(0));
         let counter = written.clone();
-        tokio::spawn(async move {
+        let run = move || {
             let mut batch = Vec::with_capacity(max_batch);
-            while let Some(first) = rx.recv().await {
+            while let Some(first) = rx.blocking_recv() {
                 let mut barrier = None;
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
@@ -81,13 +89,24 @@ impl<T: Send + 'static> BatchWriter<T> {
                     batch.clear();
                 }
                 if let Some((done, stop)) = barrier {
-                    let _ = done.send(());
                     if stop {
+                        // What the writer holds (a store handle among it) goes before the
+                        // stop is acknowledged, so the waiter may reopen the store at once.
+                        drop(write);
+                        drop(rx);
+                        let _ = done.send(());
                         return;
                     }
+                    let _ = done.send(());
                 }
             }
-        });
+        };
+        // Without the thread nothing could ever be written: failing to start one is as
+        // fatal as failing to start the runtime.
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(run)
+            .expect("starting a writer thread");
         BatchWriter {
             tx,
             sent: Arc::new(AtomicU64::new(0)),

@@ -71,14 +71,19 @@ impl HistoryWriter {
     /// a barrier (`sync`) returning means everything before it is durable: one fsync
     /// covers every message that arrived while the previous one ran (group commit).
     pub fn start(store: Store, queue: usize, strict: bool, metrics: Arc<Metrics>) -> HistoryWriter {
-        HistoryWriter(BatchWriter::start(queue, 512, move |batch| {
-            let started = Instant::now();
-            write(&store, batch);
-            if strict && let Err(e) = store.flush_blocking() {
-                tracing::error!(error = %e, "flushing history failed");
-            }
-            metrics.history_append.observe(started.elapsed());
-        }))
+        HistoryWriter(BatchWriter::start(
+            "roomgate-history",
+            queue,
+            512,
+            move |batch| {
+                let started = Instant::now();
+                write(&store, batch);
+                if strict && let Err(e) = store.flush_blocking() {
+                    tracing::error!(error = %e, "flushing history failed");
+                }
+                metrics.history_append.observe(started.elapsed());
+            },
+        ))
     }
 
     /// Waits for room in the queue; None once the writer has stopped (shutdown).

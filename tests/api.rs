@@ -1149,3 +1149,76 @@ async fn applications_publish_room_messages_stored_in_history_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn revocations_are_listed_by_key_never_by_token_and_paged() {
+    let s = TestServer::start().await;
+    let admin = admin_token(&s).await;
+    let auth = Auth::Bearer(&admin);
+    let empty = api(s.addr, "GET", "/api/v1/revocations", auth, None).await;
+    assert_eq!(empty.status, 200, "{}", empty.body);
+    assert_eq!(empty.json(), json!({"items": [], "nextCursor": null}));
+
+    let raw = token("gus");
+    for body in [
+        json!({"jti": "j-1"}),
+        json!({"userId": "mallory"}),
+        json!({"token": raw}),
+    ] {
+        let r = api(s.addr, "POST", "/api/v1/revocations", auth, Some(body)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let all = api(s.addr, "GET", "/api/v1/revocations", auth, None).await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert!(
+        !all.body.contains(&raw),
+        "the raw token is listed: {}",
+        all.body
+    );
+    let items = all.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{items:?}");
+    let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "listed by id");
+    let jti = items.iter().find(|i| i["id"] == "token:jti:j-1").unwrap();
+    assert_eq!(jti["kind"], "token");
+    assert_eq!(jti["key"], "jti:j-1");
+    assert!(jti["revokedMs"].as_u64().unwrap() > 0);
+    assert!(jti["expiresMs"].as_u64().unwrap() >= jti["revokedMs"].as_u64().unwrap());
+    let user = items.iter().find(|i| i["id"] == "user:mallory").unwrap();
+    assert_eq!(user["kind"], "user");
+    assert_eq!(user["userId"], "mallory");
+    assert!(
+        user.get("key").is_none() && user.get("expiresMs").is_none(),
+        "{user}"
+    );
+    let tok = items
+        .iter()
+        .find(|i| i["kind"] == "token" && i["id"] != "token:jti:j-1")
+        .unwrap();
+    let key = tok["key"].as_str().unwrap();
+    assert!(
+        key.starts_with("jti:") || key.starts_with("sha256:"),
+        "{key}"
+    );
+
+    // Paged like every list: the cursor of a page leads to the rest, nothing twice.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/revocations?limit=2&cursor={c}"),
+            None => "/api/v1/revocations?limit=2".to_string(),
+        };
+        let page = api(s.addr, "GET", &path, auth, None).await.json();
+        for i in page["items"].as_array().unwrap() {
+            seen.push(i["id"].as_str().unwrap().to_string());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}

@@ -136,3 +136,8 @@ async fn token_expired_close_reconnects_with_a_fresh_token() {
 async fn seed_api_compatibility() {
     run_node_test("seed_compat.test.mjs").await;
 }
+
+#[tokio::test]
+async fn the_readme_node_example_runs() {
+    run_node_test("readme.test.mjs").await;
+}

@@ -12,6 +12,7 @@ let statsTimer = null;
 let lastStats = null; // {at, received, published} for messages per second
 let usersCursor = null;
 let roomsCursor = null;
+let revocationsCursor = null;
 const eventPages = { cursors: [null], index: 0 };
 
 function list(s) {
@@ -115,8 +116,9 @@ async function enter() {
 const loaders = {
   stats: startStats,
   users: () => loadUsers(true),
+  roles: loadRoles,
   rooms: () => loadRooms(true),
-  revocations: () => {},
+  revocations: () => loadRevocations(true),
   events: () => loadEvents(0),
   apikeys: loadKeys,
 };
@@ -298,6 +300,67 @@ async function onCreateUser(ev) {
   );
 }
 
+async function onSetRoles(ev) {
+  ev.preventDefault();
+  const userId = $('roles-user').value.trim();
+  await act(
+    () => api('PUT', `/users/${encodeURIComponent(userId)}/roles`, { roles: list($('roles-value').value) }),
+    async (r) => {
+      banner(`Roles of ${r.userId}: ${r.roles.join(', ') || 'none stored'}; open sockets re-evaluated.`);
+      ev.target.reset();
+      await loadUsers(true);
+    },
+  );
+}
+
+// ---- roles -----------------------------------------------------------------------------
+
+async function loadRoles() {
+  const tbody = $('role-rows');
+  try {
+    const page = await api('GET', '/roles?limit=200');
+    tbody.replaceChildren(
+      ...page.items.map((r) =>
+        el(
+          'tr',
+          { dataset: { role: r.name } },
+          el('td', { text: r.builtin ? `${r.name} (built in)` : r.name }),
+          el('td', { text: r.permissions.join(', ') }),
+          el('td', { text: r.description || '' }),
+          el(
+            'td',
+            { class: 'actions' },
+            button('Edit', () => {
+              $('role-name').value = r.name;
+              $('role-perms').value = r.permissions.join(', ');
+              $('role-description').value = r.description || '';
+            }),
+            r.builtin ? null : button('Delete', () => confirm(`Delete role ${r.name}?`) && act(() => api('DELETE', `/roles/${encodeURIComponent(r.name)}`), loadRoles), 'danger'),
+          ),
+        ),
+      ),
+    );
+  } catch (e) {
+    if (e.status === 401) return signedOut();
+    refused(tbody, 4, e, 'roles:manage');
+  }
+}
+
+async function onPutRole(ev) {
+  ev.preventDefault();
+  const name = $('role-name').value.trim();
+  const body = { permissions: list($('role-perms').value) };
+  if ($('role-description').value.trim()) body.description = $('role-description').value.trim();
+  await act(
+    () => api('PUT', `/roles/${encodeURIComponent(name)}`, body),
+    async () => {
+      banner(`Role ${name} saved; open sockets re-evaluated.`);
+      ev.target.reset();
+      await loadRoles();
+    },
+  );
+}
+
 // ---- rooms -----------------------------------------------------------------------------
 
 async function loadRooms(first) {
@@ -425,6 +488,32 @@ async function showRoom(roomId) {
 
 // ---- revocations -----------------------------------------------------------------------
 
+async function loadRevocations(first) {
+  const tbody = $('revocation-rows');
+  if (first) revocationsCursor = null;
+  try {
+    const page = await api('GET', `/revocations?limit=50${revocationsCursor ? `&cursor=${encodeURIComponent(revocationsCursor)}` : ''}`);
+    const rows = page.items.map((r) =>
+      el(
+        'tr',
+        { dataset: { revocation: r.id } },
+        el('td', { text: r.kind === 'user' ? 'every token of user' : 'token' }),
+        el('td', { text: r.kind === 'user' ? r.userId : r.key }),
+        el('td', { text: time(r.revokedMs) }),
+        el('td', { text: r.expiresMs ? time(r.expiresMs) : '' }),
+      ),
+    );
+    if (first) tbody.replaceChildren(...rows);
+    else tbody.append(...rows);
+    if (first && rows.length === 0) tbody.replaceChildren(el('tr', {}, el('td', { colspan: 4, class: 'note', text: 'Nothing revoked.' })));
+    revocationsCursor = page.nextCursor;
+    $('revocations-more').hidden = !revocationsCursor;
+  } catch (e) {
+    if (e.status === 401) return signedOut();
+    refused(tbody, 4, e, 'users:manage');
+  }
+}
+
 async function onRevoke(ev) {
   ev.preventDefault();
   const body = { [$('revoke-kind').value]: $('revoke-value').value.trim() };
@@ -433,6 +522,7 @@ async function onRevoke(ev) {
     (r) => {
       $('revoke-result').textContent = `Revoked: ${r.closedConnections} connection(s) closed${r.revokedKeys !== undefined ? `, ${r.revokedKeys} key(s)` : ''}${r.deletedSessions !== undefined ? `, ${r.deletedSessions} session(s) ended` : ''}.`;
       ev.target.reset();
+      loadRevocations(true);
     },
   );
 }
@@ -528,9 +618,12 @@ function init() {
   for (const b of document.querySelectorAll('.admin-tabs button')) b.addEventListener('click', () => showTab(b.dataset.tab));
   $('user-create').addEventListener('submit', onCreateUser);
   $('users-more').addEventListener('click', () => loadUsers(false));
+  $('user-roles').addEventListener('submit', onSetRoles);
+  $('role-put').addEventListener('submit', onPutRole);
   $('room-create').addEventListener('submit', onCreateRoom);
   $('rooms-more').addEventListener('click', () => loadRooms(false));
   $('revoke-form').addEventListener('submit', onRevoke);
+  $('revocations-more').addEventListener('click', () => loadRevocations(false));
   $('events-filter').addEventListener('submit', (ev) => {
     ev.preventDefault();
     loadEvents(0);

@@ -653,12 +653,39 @@ function ackInbox() {
   renderInbox();
 }
 
+// Creates a stored room through the API (the server's default ACL applies), then joins
+// it. Users without the right are told so; an existing room is simply joined.
+async function onCreate() {
+  const input = $('join-room');
+  const id = input.value.trim();
+  if (!id || !input.checkValidity()) {
+    input.reportValidity();
+    return;
+  }
+  try {
+    await session.api('POST', '/rooms', { id });
+    $('rooms-note').textContent = `Created ${id}.`;
+  } catch (e) {
+    if (e.status === 403) {
+      $('rooms-note').textContent = 'Creating rooms needs the rooms:create permission; joining a new id creates it where the server allows.';
+      return;
+    }
+    if (e.status !== 409) {
+      $('rooms-note').textContent = errorText(e);
+      return;
+    }
+  }
+  input.value = '';
+  selectRoom(id);
+}
+
 // ---- start --------------------------------------------------------------------
 
 function init() {
   $('login-form').addEventListener('submit', onLogin);
   $('logout').addEventListener('click', onLogout);
   $('join-form').addEventListener('submit', onJoin);
+  $('create-submit').addEventListener('click', onCreate);
   $('send-form').addEventListener('submit', onSend);
   $('leave-room').addEventListener('click', onLeave);
   $('messages').addEventListener('scroll', maybeLoadOlder, { passive: true });

@@ -29,9 +29,9 @@ pub use rooms::{
 };
 pub use system::{event_json, events, stats};
 pub use users::{
-    AccountView, SessionView, UserAdd, UserDetail, revoke_token, revoke_user, session_terminate,
-    sessions, user_add, user_delete, user_get, user_list, user_passwd, user_roles,
-    user_set_disabled,
+    AccountView, RevocationView, SessionView, UserAdd, UserDetail, revocations, revoke_token,
+    revoke_user, session_terminate, sessions, user_add, user_delete, user_get, user_list,
+    user_passwd, user_roles, user_set_disabled,
 };
 
 use crate::audit::{self, Outcome};

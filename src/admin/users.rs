@@ -50,6 +50,58 @@ pub struct SessionView {
     pub expires_ms: u64,
 }
 
+/// A stored revocation: one token (by `jti:` or `sha256:` key, never the token), or
+/// every token of a user issued up to a moment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationView {
+    /// `token:<key>` or `user:<userId>`; the paging key.
+    pub id: String,
+    /// `token` or `user`.
+    pub kind: &'static str,
+    /// For a token: its revocation key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// For a user-wide revocation: the user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// When it was revoked (for a user: tokens issued up to this moment are refused).
+    pub revoked_ms: u64,
+    /// For a token: when the token expires and the entry is swept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+/// Every stored revocation, tokens and users, by id.
+pub fn revocations(t: &Target<'_>) -> Result<Vec<RevocationView>, AdminError> {
+    let store = t.store();
+    let tokens = store
+        .token_revocations()?
+        .into_iter()
+        .map(|(key, r)| RevocationView {
+            id: format!("token:{key}"),
+            kind: "token",
+            key: Some(key),
+            user_id: None,
+            revoked_ms: r.revoked_ms,
+            expires_ms: Some(r.expires_ms),
+        });
+    let users = store
+        .user_revocations()?
+        .into_iter()
+        .map(|(user, cutoff)| RevocationView {
+            id: format!("user:{user}"),
+            kind: "user",
+            key: None,
+            user_id: Some(user),
+            revoked_ms: cutoff,
+            expires_ms: None,
+        });
+    let mut out: Vec<RevocationView> = tokens.chain(users).collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
 impl From<SessionRecord> for SessionView {
     fn from(s: SessionRecord) -> Self {
         SessionView {

@@ -64,6 +64,28 @@ impl Store {
         Ok(n)
     }
 
+    /// Every token revocation, by key.
+    pub fn token_revocations(&self) -> Result<Vec<(String, Revocation)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.revocations.iter() {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), codec::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every user-wide cut-off (user id, ms), by user id.
+    pub fn user_revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.user_revoked.iter() {
+            let (k, v) = item?;
+            if let Some(cutoff) = u64_from(&v) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), cutoff));
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of token revocations stored.
     pub fn revocation_count(&self) -> usize {
         self.revocations.len()

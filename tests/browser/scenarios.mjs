@@ -6,8 +6,9 @@
 
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const BASE = process.env.ROOMGATE_URL;
 const ADMIN_PW = process.env.ROOMGATE_ADMIN_PASSWORD;
@@ -333,6 +334,25 @@ scenario('xss_renders_as_text', async () => {
   await console_.context().close();
 });
 
+scenario('create_room_where_allowed', async () => {
+  // A plain user is told creating needs a permission; nothing is created.
+  await alice.fill('#join-room', 'alice-made');
+  await alice.click('#create-submit');
+  await alice.waitForFunction(() => /rooms:create/.test(document.querySelector('#rooms-note').textContent));
+  const none = await http('GET', '/api/v1/rooms/alice-made', adminToken);
+  check(none.status === 404, `a refused create left room alice-made: ${none.status}`);
+  // An administrator creates a stored room and is in it at once.
+  const adminChat = await newPage('admin-create');
+  await chatLogin(adminChat, 'admin', ADMIN_PW);
+  await adminChat.fill('#join-room', 'team-new');
+  await adminChat.click('#create-submit');
+  await adminChat.waitForSelector('#room-list li[data-room-id="team-new"]');
+  await adminChat.waitForSelector('#leave-room:not([hidden])');
+  const made = await http('GET', '/api/v1/rooms/team-new', adminToken);
+  check(made.status === 200 && made.body.id === 'team-new', `room team-new: ${made.status}`);
+  await adminChat.context().close();
+});
+
 scenario('admin_console_and_revocation', async () => {
   // A user without an admin permission is refused.
   const refused = await newPage('alice-admin');
@@ -367,7 +387,54 @@ scenario('admin_console_and_revocation', async () => {
   const text = await bob.textContent('#banner');
   check(/signed out/i.test(text), `bob's banner says ${JSON.stringify(text)}`);
   check(await alice.isVisible('#conn-state[data-state=connected]'), 'alice lost her connection too');
+  // The revocation is listed, by user.
+  await admin.click('button[data-tab=revocations]');
+  await admin.waitForSelector('#revocation-rows tr[data-revocation="user:bob"]');
+  // A role is defined in the console and given to a user id; the API sees both.
+  await admin.click('button[data-tab=roles]');
+  await admin.waitForSelector('#role-rows tr[data-role=admin]');
+  await admin.fill('#role-name', 'helper');
+  await admin.fill('#role-perms', 'stats:read');
+  await admin.click('#role-put button[type=submit]');
+  await admin.waitForFunction(() => document.querySelector('#role-rows tr[data-role=helper]')?.textContent.includes('stats:read'));
+  await admin.click('button[data-tab=users]');
+  await admin.fill('#roles-user', 'alice');
+  await admin.fill('#roles-value', 'user, helper');
+  await admin.click('#user-roles button[type=submit]');
+  await admin.waitForFunction(() => /Roles of alice: user, helper/.test(document.querySelector('#banner').textContent));
+  const aliceNow = await http('GET', '/api/v1/users/alice', adminToken);
+  check(aliceNow.body.permissions.includes('stats:read'), `alice's permissions: ${JSON.stringify(aliceNow.body.permissions)}`);
   await admin.context().close();
+});
+
+scenario('readme_browser_example', async () => {
+  // The README's browser example, read from README.md now, written into a document the
+  // gateway served (its JSON 404: the gateway's own pages forbid inline script, and a
+  // document the browser made up itself would count as a public page that may not reach
+  // 127.0.0.1), with the helpers it leaves to the reader defined around it.
+  const readme = readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../README.md'), 'utf8');
+  const example = [...readme.matchAll(/```html\n([\s\S]*?)```/g)].map((m) => m[1]).find((b) => b.includes('RoomgateClient'));
+  check(example, 'README.md has the browser example');
+  const login = await http('POST', '/auth/login', null, { username: 'carol', password: USER_PW });
+  check(login.status === 200, `login carol: ${login.status}`);
+  const prelude = `<script>
+    window.shown = []; window.statuses = [];
+    function show(email, content) { window.shown.push(content); }
+    function status(s) { window.statuses.push(s); }
+    function reloadHistory() {}
+    function signOut(reason) { window.statuses.push('signed out: ' + reason); }
+    sessionStorage.refreshToken = ${JSON.stringify(login.body.refresh_token)};
+  </script>`;
+  const page = await newPage('readme');
+  const blank = await page.goto(`${BASE}/readme-example`);
+  check(blank.status() === 404 && !blank.headers()['content-security-policy'], 'the gateway 404 has no CSP');
+  await page.setContent(`<!doctype html>${prelude}${example}`);
+  await page.waitForFunction(() => window.shown.includes('hello'));
+  const statuses = await page.evaluate(() => window.statuses);
+  check(statuses.includes('connected'), `statuses: ${JSON.stringify(statuses)}`);
+  const history = await http('GET', '/api/v1/rooms/general/history?limit=100', adminToken);
+  check(history.body.messages.some((m) => m.userId === 'carol' && m.content === 'hello'), 'the example\'s message is in the room\'s history');
+  await page.context().close();
 });
 
 let failed = false;

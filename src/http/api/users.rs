@@ -72,6 +72,12 @@ pub(super) const ROUTES: &[Route] = &[
         handler: |c| Box::pin(terminate_session(c)),
     },
     Route {
+        verb: Verb::Get,
+        path: "/api/v1/revocations",
+        need: NEED,
+        handler: |c| Box::pin(list_revocations(c)),
+    },
+    Route {
         verb: Verb::Post,
         path: "/api/v1/revocations",
         need: NEED,
@@ -198,6 +204,13 @@ async fn terminate_session(c: Call) -> Result<Answer, ApiError> {
     Ok(Answer::ok(
         admin::session_terminate(&t, c.param(0), c.param(1)).await?,
     ))
+}
+
+/// GET /api/v1/revocations
+async fn list_revocations(c: Call) -> Result<Answer, ApiError> {
+    let page = c.page()?;
+    let all = admin::revocations(&c.target())?;
+    Ok(paged(all, |r| &r.id, &page))
 }
 
 /// POST /api/v1/revocations
