@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const USER_PASSWORD: &str = "browser-user-password-1";
 const BROWSER_ADMIN_PASSWORD: &str = "browser-admin-password-1";
-/// The whole run: eleven scenarios, one restart, a few argon2 logins at OWASP cost.
+/// The whole run: twelve scenarios, one restart, a few argon2 logins at OWASP cost.
 const LIMIT: Duration = Duration::from_secs(240);
 
 fn harness_dir() -> PathBuf {
@@ -142,6 +142,7 @@ async fn chat_page_and_admin_console_in_chromium() {
         "restart_reconnect_exactly_once",
         "missed_messages_recovered",
         "notification_inbox",
+        "history_on_join_and_scroll_up",
         "xss_renders_as_text",
         "create_room_where_allowed",
         "admin_console_and_revocation",

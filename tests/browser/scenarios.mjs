@@ -299,6 +299,38 @@ scenario('notification_inbox', async () => {
   await alice.click('#inbox-toggle');
 });
 
+scenario('history_on_join_and_scroll_up', async () => {
+  const made = await http('POST', '/api/v1/rooms', adminToken, { id: 'archive', name: 'Archive' });
+  check(made.status === 201, `create archive: ${made.status}`);
+  const N = 120;
+  for (let i = 0; i < N; i++) {
+    const r = await http('POST', '/api/v1/publish', adminToken, { roomId: 'archive', content: `h${i}` });
+    check(r.status === 200, `publish h${i}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+  await join(alice, 'archive');
+  // The newest page arrives with the join; older ones only as the list is scrolled up.
+  await waitForMessage(alice, `h${N - 1}`);
+  const firstPage = await contents(alice);
+  const box = await alice.evaluate(() => { const b = document.querySelector('#messages'); return { top: b.scrollTop, height: b.scrollHeight, client: b.clientHeight, overflow: getComputedStyle(b).overflowY }; });
+  check(!firstPage.includes('h0'), `the first page already holds the oldest message (${firstPage.length} shown, box ${JSON.stringify(box)})`);
+  await alice.waitForFunction(
+    () => {
+      const box = document.querySelector('#messages');
+      box.scrollTop = 0;
+      box.dispatchEvent(new Event('scroll'));
+      return [...document.querySelectorAll('#message-list .content')].some((n) => n.textContent === 'h0');
+    },
+    null,
+    { timeout: WAIT, polling: 200 },
+  );
+  const got = await contents(alice);
+  const want = Array.from({ length: N }, (_, i) => `h${i}`);
+  check(JSON.stringify(got) === JSON.stringify(want), `archive shows ${got.length} messages, in order once each: ${JSON.stringify(got.slice(0, 5))}...`);
+  // Back to the room the next scenarios talk in.
+  await alice.click('#room-list li[data-room-id="general"] button');
+  await alice.waitForSelector('#room-list li.current[data-room-id="general"]');
+});
+
 scenario('xss_renders_as_text', async () => {
   const mallory = await newPage('mallory');
   await chatLogin(mallory, 'mallory', USER_PW);
