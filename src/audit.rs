@@ -41,8 +41,9 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Starts the writer thread; returns the handle.
-    pub fn start(store: Store, key: Vec<u8>, queue: usize) -> Audit {
+    /// Starts the writer thread; returns the handle. The log is trimmed to `max_events`
+    /// after every batch it writes.
+    pub fn start(store: Store, key: Vec<u8>, queue: usize, max_events: u64) -> Audit {
         let writer = BatchWriter::start(
             "roomgate-audit",
             queue,
@@ -50,6 +51,9 @@ impl Audit {
             move |batch: &[EventRecord]| {
                 if let Err(e) = store.append_events(batch) {
                     tracing::error!(error = %e, lost = batch.len(), "writing security events failed");
+                }
+                if let Err(e) = store.trim_events(max_events) {
+                    tracing::error!(error = %e, "trimming security events failed");
                 }
             },
         );

@@ -666,7 +666,7 @@ impl Default for SecurityConfig {
             max_message_length: 4000,
             strip_html: true,
             log_retention_days: 30,
-            max_security_events: 100_000,
+            max_security_events: 10_000,
         }
     }
 }

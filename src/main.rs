@@ -16,6 +16,15 @@ use roomgate::store::Store;
 use roomgate::{control, secrets};
 use serde_json::Value;
 
+// jemalloc, not the system allocator: glibc keeps every page a burst of connections
+// touched (RSS stayed at its peak after 19,900 connections closed, and crept up by
+// ~10 MiB over three open/close cycles as long-lived sled nodes and events pinned
+// pages between freed buffers); jemalloc hands unused pages back from a background
+// thread, so memory returns after the connections go. Its options are compiled in
+// from .cargo/config.toml. See BENCHMARKS.md.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -138,7 +138,12 @@ impl Server {
             verifier,
             roles: Arc::new(RoleTable::load(&store)?),
             metrics: metrics.clone(),
-            audit: Audit::start(store.clone(), secrets.event_key, cfg.store.audit_queue),
+            audit: Audit::start(
+                store.clone(),
+                secrets.event_key,
+                cfg.store.audit_queue,
+                cfg.security.max_security_events,
+            ),
             history: HistoryWriter::start(
                 store.clone(),
                 cfg.store.history_queue,

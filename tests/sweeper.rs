@@ -97,3 +97,50 @@ fn idle_limiter_keys_are_swept() {
     l.sweep();
     assert_eq!(l.tracked_keys(), 0);
 }
+
+#[tokio::test]
+async fn the_security_log_is_trimmed_to_its_cap_as_it_is_written() {
+    // Sweeps are an hour apart: only the writer's trim can hold the log at its cap.
+    let s = TestServer::start_with(|c| {
+        c.security.max_security_events = 6;
+        c.store.sweep_interval_secs = 3600;
+        c.rate_limits.auth.points = 100;
+    })
+    .await;
+    let state = s.server().state();
+    state.audit.sync().await;
+    // Start-up may record its own (the first-start admin account).
+    let base = state.store.event_count();
+    assert!(base < 6);
+    // One websocket_auth event per authentication: up to the cap exactly, all kept.
+    for i in 0..6 - base {
+        s.authed(&format!("u{i}")).await.close().await;
+    }
+    state.audit.sync().await;
+    assert_eq!(state.store.event_count(), 6);
+    let first = state.store.events(&EventFilter::default()).unwrap();
+    // One more: still 6, and the oldest is the one that went.
+    s.authed("u-one-more").await.close().await;
+    state.audit.sync().await;
+    let now = state.store.events(&EventFilter::default()).unwrap();
+    assert_eq!(now.len(), 6);
+    assert_eq!(now[..5], first[1..]);
+    // Ten more: the log holds the newest 6, and the counter agrees with the tree.
+    for i in 6..16 {
+        s.authed(&format!("u{i}")).await.close().await;
+    }
+    state.audit.sync().await;
+    let left = state.store.events(&EventFilter::default()).unwrap();
+    assert_eq!(left.len(), 6);
+    assert_eq!(state.store.event_count(), 6);
+    let hashes: Vec<String> = (10..16)
+        .map(|i| state.audit.hash_user(&format!("u{i}")))
+        .collect();
+    let kept: Vec<String> = left.iter().map(|e| e.user.clone()).collect();
+    assert_eq!(kept, hashes, "the newest six, oldest first");
+    let dir = s.stop().await;
+    // The count is the tree's own after a restart.
+    let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    assert_eq!(store.event_count(), 6);
+    assert_eq!(store.events(&EventFilter::default()).unwrap().len(), 6);
+}

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::Ordering;
+
 use super::{Store, StoreError, codec, u64_from};
 
 /// One security event.
@@ -44,9 +46,38 @@ impl Store {
         for e in events {
             let mut k = e.ts_ms.to_be_bytes().to_vec();
             k.extend_from_slice(&self.generate_id()?.to_be_bytes());
-            self.events.insert(k, codec::encode(e)?)?;
+            if self.events.insert(k, codec::encode(e)?)?.is_none() {
+                self.event_count.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
+    }
+
+    /// Drops the oldest events beyond `max_count`, as the seed's `LTRIM` after every
+    /// `LPUSH` did, so the log never holds more than its cap plus one write batch. Left
+    /// to the sweeper alone, a burst of connections grows the log (and sled's cache of
+    /// it) by everything recorded in a sweep interval.
+    pub fn trim_events(&self, max_count: u64) -> Result<usize, StoreError> {
+        let excess = self.event_count().saturating_sub(max_count as usize);
+        let mut n = 0;
+        if excess > 0 {
+            for k in self.events.iter().keys().take(excess) {
+                n += self.remove_event(&k?)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn remove_event(&self, key: &[u8]) -> Result<usize, StoreError> {
+        // Only a removal that found the key counts: the sweeper and the writer may race
+        // to the same oldest key.
+        Ok(match self.events.remove(key)? {
+            Some(_) => {
+                self.event_count.fetch_sub(1, Ordering::Relaxed);
+                1
+            }
+            None => 0,
+        })
     }
 
     /// Events matching the filter, oldest first.
@@ -98,22 +129,14 @@ impl Store {
     pub fn sweep_events(&self, before_ms: u64, max_count: u64) -> Result<usize, StoreError> {
         let mut n = 0;
         for k in self.events.range(..before_ms.to_be_bytes()).keys() {
-            self.events.remove(k?)?;
-            n += 1;
+            n += self.remove_event(&k?)?;
         }
-        let len = self.events.len() as u64;
-        if len > max_count {
-            for k in self.events.iter().keys().take((len - max_count) as usize) {
-                self.events.remove(k?)?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(n + self.trim_events(max_count)?)
     }
 
     /// Number of stored events.
     pub fn event_count(&self) -> usize {
-        self.events.len()
+        self.event_count.load(Ordering::Relaxed) as usize
     }
 
     /// Time of the oldest stored event.

@@ -48,6 +48,8 @@ mod sessions;
 mod users;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use accounts::AccountRecord;
 pub use apikeys::ApiKeyRecord;
@@ -117,6 +119,9 @@ pub struct Store {
     last_seqs: sled::Tree,
     apikeys: sled::Tree,
     apikey_names: sled::Tree,
+    /// Entries in `events`, kept beside the tree because `sled::Tree::len` walks every
+    /// key and the log is trimmed to its cap after every write batch.
+    event_count: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -167,8 +172,12 @@ impl Store {
             last_seqs: tree("roomid_lastseq")?,
             apikeys: tree("keydigest_apikey")?,
             apikey_names: tree("apikeyname_keydigest")?,
+            event_count: Arc::new(AtomicU64::new(0)),
             db,
         };
+        store
+            .event_count
+            .store(store.events.len() as u64, Ordering::Relaxed);
         // sled drops a log it cannot read and opens empty; a database that was
         // initialised before (the marker beside it says so) but has no schema now has
         // lost its contents, and must not quietly start again from nothing.
