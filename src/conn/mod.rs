@@ -17,7 +17,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -164,12 +163,13 @@ where
             heartbeat_interval_ms: conn.state.cfg.connection.heartbeat_interval_secs * 1000,
         },
     ));
-    // Split and built here, outside the future, so the stream and the pieces of the
-    // connection are stored in it once, not also as arguments.
-    let (sink, stream) = ws.split();
+    // Built here, outside the future, so the socket and the pieces of the connection
+    // are stored in it once, not also as arguments. The socket is not split: this task
+    // alone reads and writes it, and never both at once (a write is awaited inside the
+    // branch that took the frame), so split halves would only add their lock to every
+    // read and write.
     let io = Io {
-        sink,
-        stream,
+        ws,
         rx,
         control,
         registration,
@@ -177,10 +177,9 @@ where
     serve(conn, io)
 }
 
-/// The socket halves and the connection's own ends of its queue and registration.
+/// The socket and the connection's own ends of its queue and registration.
 struct Io<S> {
-    sink: SplitSink<WebSocketStream<S>, Message>,
-    stream: SplitStream<WebSocketStream<S>>,
+    ws: WebSocketStream<S>,
     rx: mpsc::Receiver<Frame>,
     control: Arc<Control>,
     registration: Registration,
@@ -191,8 +190,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let Io {
-        mut sink,
-        mut stream,
+        mut ws,
         mut rx,
         control,
         registration,
@@ -224,7 +222,7 @@ where
                     conn.reevaluate();
                 }
             },
-            incoming = stream.next() => {
+            incoming = ws.next() => {
                 let msg = match incoming {
                     None => break None,
                     Some(Err(e)) => break read_error_close(&e),
@@ -243,7 +241,7 @@ where
                     }
                     Message::Binary(_) => break Some(CloseCode::UnsupportedData),
                     // tungstenite queued the pong; push it out now, bounded like any write.
-                    Message::Ping(_) => match timeout(inactivity, sink.flush()).await {
+                    Message::Ping(_) => match timeout(inactivity, ws.flush()).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         Err(_) => break Some(CloseCode::InactivityTimeout),
@@ -265,25 +263,29 @@ where
             }
             frame = rx.recv() => {
                 let Some(frame) = frame else { break None };
-                // Parked outside the write future: a timer that is already due wins the
-                // biased select below before the write is first polled, and the frame
-                // must then still go out ahead of the close, not vanish with the future
-                // (an `auth_success` followed at once by the expiry close was lost so).
+                // Parked outside the write future, so a frame never vanishes with it: a
+                // close that wins the select below while the write waits must still send
+                // it ahead of the close frame (an `auth_success` followed at once by the
+                // expiry close was lost so when the timers were polled first).
                 // Unwrapped without a copy when this queue held the last reference.
                 in_hand = Some(Arc::unwrap_or_clone(frame));
                 // A peer that stops reading blocks this write; close requests and every
-                // timer must still end the connection and take it out of its rooms.
+                // timer must still end the connection and take it out of its rooms. The
+                // write is polled first: it almost always completes at once, and then
+                // the waker registrations of the other branches (four per delivered
+                // frame) are skipped; a close or timer due meanwhile is seen on the next
+                // turn of the loop, after the frame it followed.
                 tokio::select! {
                     biased;
-                    code = control.wait() => break Some(code),
-                    _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
-                    _ = &mut idle => break Some(CloseCode::InactivityTimeout),
-                    _ = &mut token_expiry => break Some(CloseCode::TokenExpired),
-                    written = write_batch(&mut sink, &mut in_hand, &mut rx) => {
+                    written = write_batch(&mut ws, &mut in_hand, &mut rx) => {
                         if written.is_err() {
                             break None;
                         }
                     }
+                    code = control.wait() => break Some(code),
+                    _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
+                    _ = &mut idle => break Some(CloseCode::InactivityTimeout),
+                    _ = &mut token_expiry => break Some(CloseCode::TokenExpired),
                 }
             }
             _ = &mut auth_deadline, if !authenticated => break Some(CloseCode::AuthTimeout),
@@ -307,7 +309,7 @@ where
         let _in = span.enter();
         conn.end_session();
     }
-    Box::pin(finish(conn, close, in_hand, sink, stream, rx, registration).instrument(span)).await;
+    Box::pin(finish(conn, close, in_hand, ws, rx, registration).instrument(span)).await;
 }
 
 /// Leaves the rooms, then sends what is still queued and the close frame (or just
@@ -316,8 +318,7 @@ async fn finish<S>(
     mut conn: Conn,
     close: Option<CloseCode>,
     mut in_hand: Option<Message>,
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut stream: SplitStream<WebSocketStream<S>>,
+    mut ws: WebSocketStream<S>,
     mut rx: mpsc::Receiver<Frame>,
     registration: Registration,
 ) where
@@ -350,23 +351,20 @@ async fn finish<S>(
             let _ = timeout(CLOSE_GRACE, async {
                 if code != CloseCode::SlowConsumer {
                     if let Some(frame) = in_hand.take() {
-                        sink.feed(frame).await?;
+                        ws.feed(frame).await?;
                     }
                     while let Ok(frame) = rx.try_recv() {
-                        sink.feed(Arc::unwrap_or_clone(frame)).await?;
+                        ws.feed(Arc::unwrap_or_clone(frame)).await?;
                     }
                 }
-                sink.send(frame).await
+                ws.send(frame).await
             })
             .await;
             // Wait for the peer's close reply so the handshake completes cleanly.
-            let _ = timeout(CLOSE_GRACE, async {
-                while stream.next().await.is_some() {}
-            })
-            .await;
+            let _ = timeout(CLOSE_GRACE, async { while ws.next().await.is_some() {} }).await;
         }
         None => {
-            let _ = timeout(CLOSE_GRACE, sink.close()).await;
+            let _ = timeout(CLOSE_GRACE, SinkExt::close(&mut ws)).await;
         }
     }
     drop(registration);
