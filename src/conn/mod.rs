@@ -282,9 +282,9 @@ where
                 // A peer that stops reading blocks this write; close requests and every
                 // timer must still end the connection and take it out of its rooms. The
                 // write is polled first: it almost always completes at once, and then
-                // the waker registrations of the other branches (four per delivered
-                // frame) are skipped; a close or timer due meanwhile is seen on the next
-                // turn of the loop, after the frame it followed.
+                // the other branches (close request, timer) register no wakers; a close
+                // or deadline due meanwhile is seen on the next turn of the loop, after
+                // the frame it followed.
                 let write = write_batch(&mut ws, &mut in_hand, &mut rx);
                 tokio::pin!(write);
                 // The timer may fire for a deadline that does not close (the notice, or

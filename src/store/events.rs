@@ -2,9 +2,9 @@
 //! BE) ++ a database-unique id (u64 BE), so iteration is chronological. The user field
 //! holds a keyed hash of the user id, never the id; metadata never holds tokens.
 
-use serde::{Deserialize, Serialize};
-
 use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, codec, u64_from};
 

@@ -49,7 +49,7 @@ mod users;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 pub use accounts::AccountRecord;
 pub use apikeys::ApiKeyRecord;
@@ -153,6 +153,7 @@ impl Store {
             .open()
             .map_err(|e| open_error(&shown, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(&shown, e));
+        let events = tree("tsid_event")?;
         let store = Store {
             meta: tree("meta")?,
             sessions: tree("sessionid_session")?,
@@ -161,7 +162,6 @@ impl Store {
             users: tree("userid_grants")?,
             rooms: tree("roomid_room")?,
             history: tree("roomid_seq_message")?,
-            events: tree("tsid_event")?,
             accounts: tree("username_account")?,
             refresh: tree("refreshdigest_refresh")?,
             families: tree("familyid_family")?,
@@ -172,12 +172,10 @@ impl Store {
             last_seqs: tree("roomid_lastseq")?,
             apikeys: tree("keydigest_apikey")?,
             apikey_names: tree("apikeyname_keydigest")?,
-            event_count: Arc::new(AtomicU64::new(0)),
+            event_count: Arc::new(AtomicU64::new(events.len() as u64)),
+            events,
             db,
         };
-        store
-            .event_count
-            .store(store.events.len() as u64, Ordering::Relaxed);
         // sled drops a log it cannot read and opens empty; a database that was
         // initialised before (the marker beside it says so) but has no schema now has
         // lost its contents, and must not quietly start again from nothing.
