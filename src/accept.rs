@@ -103,6 +103,7 @@ impl Drop for ConnSlot {
             *n -= 1;
             if *n == 0 {
                 inner.1.remove(key);
+                crate::maps::shrink_if_sparse(&mut inner.1);
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod control;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod maps;
 pub mod metrics;
 pub mod notify;
 pub mod passwords;

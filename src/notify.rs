@@ -493,6 +493,7 @@ impl Drop for Subscription {
             list.retain(|(id, _)| *id != self.conn_id);
             if list.is_empty() {
                 subs.remove(&self.user_id);
+                crate::maps::shrink_if_sparse(&mut subs);
             }
         }
     }

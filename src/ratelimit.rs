@@ -211,13 +211,16 @@ impl FailureWindow {
     /// Forgets `key`'s failures: the right password ends a run of wrong ones (attempts
     /// still in flight lose their slots too; at most `points` of them can be).
     pub fn reset(&self, key: &str) {
-        self.lock().remove(key);
+        let mut map = self.lock();
+        map.remove(key);
+        crate::maps::shrink_if_sparse(&mut map);
     }
 
     /// Drops keys whose failures have all aged out.
     pub fn sweep(&self, now_ms: u64) {
-        self.lock()
-            .retain(|_, q| q.back().is_some_and(|t| t + self.window_ms > now_ms));
+        let mut map = self.lock();
+        map.retain(|_, q| q.back().is_some_and(|t| t + self.window_ms > now_ms));
+        crate::maps::shrink_if_sparse(&mut map);
     }
 }
 

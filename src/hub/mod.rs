@@ -116,6 +116,7 @@ impl Hub {
         match rooms.get(id) {
             Some(room) if room.retire_if_idle(u64::MAX) => {
                 rooms.remove(id);
+                crate::maps::shrink_if_sparse(&mut rooms);
                 true
             }
             _ => false,
@@ -137,6 +138,7 @@ impl Hub {
                 true
             }
         });
+        crate::maps::shrink_if_sparse(&mut rooms);
         out
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::outbound::Outbound;
+use crate::maps::shrink_if_sparse;
 use crate::protocol::CloseCode;
 use crate::ratelimit::Key;
 
@@ -242,6 +243,7 @@ impl Drop for Admission {
             *n -= 1;
             if *n == 0 {
                 inner.unauthenticated.remove(&self.ip);
+                shrink_if_sparse(&mut inner.unauthenticated);
             }
         }
     }
@@ -256,13 +258,17 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut inner = self.registry.lock();
-        if let Some(e) = inner.conns.remove(&self.id)
-            && let Some(user) = e.user
+        let Some(e) = inner.conns.remove(&self.id) else {
+            return;
+        };
+        shrink_if_sparse(&mut inner.conns);
+        if let Some(user) = e.user
             && let Some(ids) = inner.by_user.get_mut(&user)
         {
             ids.retain(|i| *i != self.id);
             if ids.is_empty() {
                 inner.by_user.remove(&user);
+                shrink_if_sparse(&mut inner.by_user);
             }
         }
     }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::outbound::{Frame, Outbound, text_frame};
 use crate::authz::{ReadGrant, WriteGrant};
 use crate::history::HistorySlot;
+use crate::maps::shrink_if_sparse;
 use crate::protocol::{
     self, PresenceMember, RoomJoined, RoomLeft, UserPresence, now_ms, wire_epoch,
 };
@@ -672,6 +673,7 @@ impl Room {
         let Some(member) = st.members.remove(&conn_id) else {
             return;
         };
+        shrink_if_sparse(&mut st.members);
         let last = match st.users.get_mut(&member.user_id) {
             Some(conns) if *conns > 1 => {
                 *conns -= 1;
@@ -679,6 +681,7 @@ impl Room {
             }
             _ => {
                 st.users.remove(&member.user_id);
+                shrink_if_sparse(&mut st.users);
                 true
             }
         };
