@@ -325,18 +325,48 @@ struct RawFrame {
     payload: Vec<u8>,
 }
 
+/// The bytes of a client frame: `fin` bit, opcode, masked or not.
+fn client_frame(fin: bool, opcode: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
 impl RawWs {
     async fn connect(s: &TestServer) -> RawWs {
+        RawWs::connect_with(s, &[]).await
+    }
+
+    /// Upgrades, writing `early` (client frames) in the same write as the request, as a
+    /// client may that does not wait for the 101.
+    async fn connect_with(s: &TestServer, early: &[u8]) -> RawWs {
         let mut stream = TcpStream::connect(s.addr).await.expect("tcp connect");
         let req = format!(
             "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             s.addr
         );
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .expect("write upgrade");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.expect("write upgrade");
         let mut buf = Vec::new();
         let end = tokio::time::timeout(WAIT, async {
             loop {
@@ -370,26 +400,7 @@ impl RawWs {
 
     /// Writes any client frame: `fin` bit, opcode, masked or not.
     async fn send_raw_frame(&mut self, fin: bool, opcode: u8, masked: bool, payload: &[u8]) {
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mask_bit = if masked { 0x80 } else { 0 };
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(mask_bit | n as u8),
-            n if n <= u16::MAX as usize => {
-                frame.push(mask_bit | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(mask_bit | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            frame.extend_from_slice(&mask);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        } else {
-            frame.extend_from_slice(payload);
-        }
+        let frame = client_frame(fin, opcode, masked, payload);
         self.stream.write_all(&frame).await.expect("write frame");
     }
 
@@ -462,6 +473,36 @@ async fn invalid_utf8_closes_1007(s: &TestServer) {
     ws.send_frame(0x1, &[0xC3, 0x28]).await;
     let (code, reason) = ws.expect_close().await;
     assert_eq!(code, 1007, "reason {reason:?}");
+}
+
+/// Frames a client writes together with its upgrade request (without waiting for the 101)
+/// are not lost: hyper has already read them off the socket with the request, and the
+/// upgraded stream must replay them ahead of what follows. (A server that took the TCP
+/// socket back out of hyper's `Upgraded` without them would fail here.)
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_not_lost() {
+    let s = TestServer::start_with(no_limits).await;
+    let mut early = Vec::new();
+    for ts in 1..=3 {
+        let text = format!(r#"{{"type":"heartbeat","data":{{}},"timestamp":{ts}}}"#);
+        early.extend(client_frame(true, 0x1, true, text.as_bytes()));
+    }
+    let mut ws = RawWs::connect_with(&s, &early).await;
+    let hs = ws.read_frame().await;
+    let v: Value = serde_json::from_slice(&hs.payload).expect("handshake JSON");
+    assert_eq!(v["type"], "handshake");
+    // Each early heartbeat is answered, in order; none was dropped with hyper's buffer.
+    for _ in 1..=3 {
+        let reply = tokio::time::timeout(WAIT, ws.read_frame())
+            .await
+            .expect("a reply to an early frame");
+        let v: Value = serde_json::from_slice(&reply.payload).expect("reply JSON");
+        assert_eq!(v["data"]["code"], "not_authenticated", "{v}");
+    }
+    // The socket is still a working WebSocket after them.
+    ws.send_frame(0x1, &[0xC3, 0x28]).await;
+    let (code, _) = ws.expect_close().await;
+    assert_eq!(code, 1007);
 }
 
 #[tokio::test]
