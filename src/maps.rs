@@ -4,21 +4,25 @@
 //! module decides when a map gives the spare back. It owns no map and takes no lock: the
 //! caller calls it, under its own lock, right after a removal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 
-/// Below this capacity a map is never shrunk: a small table costs little and would only
-/// be reallocated again by the next burst.
+/// A table is never shrunk below room for this many entries: a small one costs little and
+/// would only be reallocated again by the next burst. (The std map rounds it up to its
+/// bucket size, 112 entries.)
 const MIN_CAPACITY: usize = 64;
 
-/// Shrinks `map` to twice its length once fewer than a quarter of its slots are used.
+/// Shrinks `map` to about twice its length once fewer than a quarter of its slots are used.
 ///
-/// The gap between the two factors is the hysteresis that keeps this amortised O(1): after
-/// a shrink to `2n`, the next one needs the map to fall below `n / 2`, i.e. `n / 2` more
-/// removals pay for the `O(n)` rehash, and growth back to `2n` entries never reallocates.
-/// `capacity()` also falls as removals leave tombstones, which only delays a shrink; and
-/// `shrink_to` reallocates only when the table would get fewer buckets, so a call that
-/// finds nothing to give back costs a comparison.
+/// Why this stays amortised O(1): a shrink is an `O(n)` rehash, and each one at least
+/// halves the table (it happens only below a quarter full, to room for twice the
+/// length), so a drain from any peak costs at most about twice the peak's table in all;
+/// refilling to the length at the last shrink never reallocates, because the shrunk table
+/// has room for twice that; and a map going back and forth around one size
+/// reallocates only when it crosses a factor of two or more. `capacity()` also falls as
+/// removals leave tombstones, which only delays a shrink; `shrink_to` reallocates only
+/// when the table would get fewer buckets, so a call that finds nothing to give back
+/// costs a comparison.
 pub fn shrink_if_sparse<K, V, S>(map: &mut HashMap<K, V, S>)
 where
     K: Eq + Hash,
@@ -27,6 +31,14 @@ where
     let cap = map.capacity();
     if cap > MIN_CAPACITY && map.len() < cap / 4 {
         map.shrink_to((map.len() * 2).max(MIN_CAPACITY));
+    }
+}
+
+/// The same rule for a queue (`VecDeque` keeps its peak capacity too).
+pub fn shrink_deque_if_sparse<T>(queue: &mut VecDeque<T>) {
+    let cap = queue.capacity();
+    if cap > MIN_CAPACITY && queue.len() < cap / 4 {
+        queue.shrink_to((queue.len() * 2).max(MIN_CAPACITY));
     }
 }
 
@@ -75,8 +87,9 @@ mod tests {
 
     #[test]
     fn a_draining_map_is_reallocated_a_logarithmic_number_of_times() {
-        // Each reallocation must be paid for by at least as many removals as the map then
-        // holds, so draining 100,000 entries may halve the table some 11 times, not more.
+        // Each reallocation at least halves the table, so draining 100,000 entries moves
+        // it some 8-11 times (a shrink on every call, `shrink_to_fit`, moves it on each
+        // power of two, ~15 times).
         const SENTINEL: u64 = u64::MAX;
         let mut map: HashMap<u64, u64> = HashMap::new();
         map.insert(SENTINEL, 7);
@@ -95,8 +108,70 @@ mod tests {
             }
         }
         assert!(moves >= 1, "the drained table was never given back");
-        assert!(moves <= 16, "{moves} reallocations while draining");
+        assert!(moves <= 12, "{moves} reallocations while draining");
         assert_eq!(map[&SENTINEL], 7);
+    }
+
+    #[test]
+    fn a_map_going_back_and_forth_is_not_reallocated_each_time() {
+        // The case the hysteresis is for: a few connections come and go around a steady
+        // number. Shrinking to fit on every removal would rehash on each cycle.
+        const SENTINEL: u64 = u64::MAX;
+        let mut map: HashMap<u64, u64> = HashMap::new();
+        map.insert(SENTINEL, 7);
+        for i in 0..20_000 {
+            map.insert(i, i);
+        }
+        // Down to 7,168 entries: a full 8,192-bucket table, the worst spot for a rule
+        // without hysteresis (one more entry doubles it, one fewer would halve it back).
+        for i in 0..12_833 {
+            map.remove(&i);
+            shrink_if_sparse(&mut map);
+        }
+        assert_eq!(map.len(), 7_168);
+        let mut moves = 0;
+        let mut at = slot(&map, SENTINEL);
+        for round in 0..2_000u64 {
+            let key = 1_000_000 + round;
+            map.insert(key, round);
+            // Checked after each step: the allocator may hand a shrunk table back the
+            // very block it had before the growth.
+            for step in 0..2 {
+                if step == 1 {
+                    map.remove(&key);
+                    shrink_if_sparse(&mut map);
+                }
+                let now = slot(&map, SENTINEL);
+                if now != at {
+                    moves += 1;
+                    at = now;
+                }
+            }
+        }
+        assert!(
+            moves <= 2,
+            "{moves} reallocations over 2,000 insert-remove cycles"
+        );
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_buffer_back() {
+        let mut q: VecDeque<u64> = (0..10_000).collect();
+        while q.pop_front().is_some() {
+            shrink_deque_if_sparse(&mut q);
+        }
+        assert!(
+            q.capacity() <= 2 * MIN_CAPACITY,
+            "capacity {}",
+            q.capacity()
+        );
+        let mut busy: VecDeque<u64> = (0..10_000).collect();
+        let peak = busy.capacity();
+        for _ in 0..5_000 {
+            busy.pop_front();
+            shrink_deque_if_sparse(&mut busy);
+        }
+        assert_eq!(busy.capacity(), peak, "half full is not sparse");
     }
 
     #[test]

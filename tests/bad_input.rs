@@ -491,7 +491,7 @@ async fn frames_sent_with_the_upgrade_request_are_not_lost() {
     let hs = ws.read_frame().await;
     let v: Value = serde_json::from_slice(&hs.payload).expect("handshake JSON");
     assert_eq!(v["type"], "handshake");
-    // Each early heartbeat is answered, in order; none was dropped with hyper's buffer.
+    // Each of the three early heartbeats is answered; none was dropped with hyper's buffer.
     for _ in 1..=3 {
         let reply = tokio::time::timeout(WAIT, ws.read_frame())
             .await

@@ -120,6 +120,7 @@ impl Registry {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
                 inner.by_user.remove(&user);
+                shrink_if_sparse(&mut inner.by_user);
             }
         }
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::outbound::{Frame, Outbound, text_frame};
 use crate::authz::{ReadGrant, WriteGrant};
 use crate::history::HistorySlot;
-use crate::maps::shrink_if_sparse;
+use crate::maps::{shrink_deque_if_sparse, shrink_if_sparse};
 use crate::protocol::{
     self, PresenceMember, RoomJoined, RoomLeft, UserPresence, now_ms, wire_epoch,
 };
@@ -181,6 +181,9 @@ impl RecentIds {
                 self.acks.remove(&key);
             }
         }
+        // Up to `dedupe_max_entries` each, for the room's life: a burst's peak goes back.
+        shrink_if_sparse(&mut self.acks);
+        shrink_deque_if_sparse(&mut self.order);
     }
 
     fn insert(&mut self, key: RecentKey, id: String, seq: u64, now: u64, max: usize) {
