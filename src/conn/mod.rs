@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -30,7 +29,7 @@ use tracing::Instrument;
 use crate::audit::Outcome;
 use crate::auth::random_hex;
 use crate::authz::{self, Access, Permissions, Subject};
-use crate::hub::{Admission, Control, Frame, Membership, Outbound, Registration, Request};
+use crate::hub::{Admission, Control, Inbox, Membership, Outbound, Registration, Request};
 use crate::notify;
 use crate::protocol::{self, CloseCode, ErrorCode, Handshake, TokenExpiry, now_ms};
 use crate::state::AppState;
@@ -180,7 +179,7 @@ where
 /// The socket and the connection's own ends of its queue and registration.
 struct Io<S> {
     ws: WebSocketStream<S>,
-    rx: mpsc::Receiver<Frame>,
+    rx: Inbox,
     control: Arc<Control>,
     registration: Registration,
 }
@@ -272,7 +271,6 @@ where
                 }
             }
             frame = rx.recv() => {
-                let Some(frame) = frame else { break None };
                 // Parked outside the write future, so a frame never vanishes with it: a
                 // close that wins the select below while the write waits must still send
                 // it ahead of the close frame (an `auth_success` followed at once by the
@@ -346,7 +344,7 @@ async fn finish<S>(
     close: Option<CloseCode>,
     mut in_hand: Option<Message>,
     mut ws: WebSocketStream<S>,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: Inbox,
     registration: Registration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -380,7 +378,7 @@ async fn finish<S>(
                     if let Some(frame) = in_hand.take() {
                         ws.feed(frame).await?;
                     }
-                    while let Ok(frame) = rx.try_recv() {
+                    while let Some(frame) = rx.try_recv() {
                         ws.feed(Arc::unwrap_or_clone(frame)).await?;
                     }
                 }
@@ -402,7 +400,7 @@ async fn finish<S>(
 async fn write_batch<S>(
     sink: &mut S,
     in_hand: &mut Option<Message>,
-    rx: &mut mpsc::Receiver<Frame>,
+    rx: &mut Inbox,
 ) -> Result<(), WsError>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
@@ -412,8 +410,8 @@ where
     }
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(frame) => sink.feed(Arc::unwrap_or_clone(frame)).await?,
-            Err(_) => break,
+            Some(frame) => sink.feed(Arc::unwrap_or_clone(frame)).await?,
+            None => break,
         }
     }
     sink.flush().await

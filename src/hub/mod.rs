@@ -13,7 +13,7 @@ pub mod room;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use outbound::{Control, Frame, Outbound, Request, text_frame};
+pub use outbound::{Control, Frame, Inbox, Outbound, Request, text_frame};
 pub use registry::{Admission, Registration, Registry};
 pub use room::{
     Departure, Entry, JoinError, Joined, KickTarget, MemberInfo, Membership, NeedStore, Outgoing,

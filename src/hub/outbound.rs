@@ -1,29 +1,38 @@
 //! A connection's outbound side as other tasks see it: a bounded queue of pre-serialised
-//! frames plus a close request. Publishers only ever `try_send`; a full queue does not
-//! wait or drop silently, it asks the connection to close with the slow-consumer code,
-//! so one stalled reader never delays a room. The connection task owns the receiving
-//! end and is the only writer to its socket.
+//! frames plus a close request and a re-check request, all in one allocation that the
+//! connection task reads on every turn of its loop. Publishers never wait: a full queue
+//! does not block or drop silently, it asks the connection to close with the
+//! slow-consumer code, so one stalled reader never delays a room. The connection task
+//! owns the receiving end ([`Inbox`]) and is the only writer to its socket; nothing here
+//! touches a socket or awaits.
 
-use std::sync::{Arc, Mutex};
-
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::maps::shrink_deque_if_sparse;
 use crate::protocol::CloseCode;
 
-/// A request to close, or to re-check permissions, observed by the connection task.
+/// A connection's shared state: its queue of frames and the requests made of it.
 ///
-/// Polled on every turn of the connection's loop, i.e. once per delivered frame, so it
-/// is a few atomics and one waker slot: no lock and no waiter list. (With two `Notify`
-/// futures and a shared `CancellationToken` it took a mutex and a waiter-list insert
-/// and removal three times per delivery.) Shutdown reaches connections through
-/// [`Registry::close_all`](super::Registry::close_all), like any other close.
-#[derive(Default)]
+/// One allocation, polled on every turn of the connection's loop, i.e. once per
+/// delivered frame: a lock that is never contended for long (a push or a pop), a few
+/// atomics and one waker slot. (With tokio's mpsc channel beside a separate request
+/// struct, a delivery cost a semaphore acquire and release, the channel's block list, two
+/// waker slots and a second cache line, about 9 % of the server's samples in the
+/// 20x500x5 fan-out; two `Notify` futures and a shared `CancellationToken` before that
+/// cost a mutex and a waiter-list insert and removal three times per delivery.) Shutdown
+/// reaches connections through [`Registry::close_all`](super::Registry::close_all), like
+/// any other close.
 pub struct Control {
+    queue: Mutex<Queue>,
+    /// The queue's length, readable without its lock (see [`Outbound::backlogged`]).
+    queued: AtomicUsize,
+    capacity: usize,
     /// The first close requested wins. Locked only to set it and read it once.
     code: Mutex<Option<CloseCode>>,
     /// Set (after `code`) when a close has been requested: the lock-free check.
@@ -31,8 +40,14 @@ pub struct Control {
     /// Rights may have changed (roles, a role's permissions, a room's ACL): the task
     /// re-reads them. Requests made while one is pending merge into it.
     recheck: AtomicBool,
-    /// The connection task, woken by either request.
+    /// The connection task, woken by a request or by a frame queued into an empty queue.
     waker: AtomicWaker,
+}
+
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// False once the connection task let go of its [`Inbox`]: frames are refused.
+    open: bool,
 }
 
 /// What the connection task is asked to do.
@@ -43,6 +58,26 @@ pub enum Request {
 }
 
 impl Control {
+    /// A connection's state with room for `capacity` queued frames.
+    pub fn new(capacity: usize) -> Control {
+        Control {
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                open: true,
+            }),
+            queued: AtomicUsize::new(0),
+            capacity,
+            code: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            recheck: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Asks the connection to close with `code` (first request wins).
     pub fn close(&self, code: CloseCode) {
         let mut slot = self.code.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,12 +134,48 @@ impl Control {
         })
         .await
     }
+
+    /// Queues `frame` unless the queue is full or its reader gone.
+    fn push(&self, frame: Frame) -> Push {
+        let mut q = self.lock();
+        if !q.open {
+            return Push::Gone;
+        }
+        if q.frames.len() >= self.capacity {
+            return Push::Full;
+        }
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(frame);
+        self.queued.store(q.frames.len(), Ordering::Relaxed);
+        drop(q);
+        // The task drains the queue whole before it waits on it again, so only the
+        // frame that makes it non-empty needs to wake it.
+        if was_empty {
+            self.waker.wake();
+        }
+        Push::Queued
+    }
+
+    fn pop(&self) -> Option<Frame> {
+        let mut q = self.lock();
+        let frame = q.frames.pop_front();
+        if frame.is_some() {
+            self.queued.store(q.frames.len(), Ordering::Relaxed);
+            // A burst's buffer goes back once drained (up to `capacity` slots).
+            shrink_deque_if_sparse(&mut q.frames);
+        }
+        frame
+    }
+}
+
+enum Push {
+    Queued,
+    Full,
+    Gone,
 }
 
 /// A queued frame, serialised once and shared by every queue it is in. The queue holds
-/// a pointer, not the 40-byte `Message`: tokio allocates a queue's slots 32 at a time
-/// and keeps the blocks for reuse, so the slot size is paid per idle connection (about
-/// 2 KiB each with `Message` slots, measured in the `hold` benchmark).
+/// a pointer, not the 40-byte `Message`, so a burst's queue costs 8 bytes a frame.
 pub type Frame = Arc<Message>;
 
 /// A text frame ready to queue.
@@ -115,21 +186,62 @@ pub fn text_frame(text: String) -> Frame {
 /// The sending half of a connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbound {
-    tx: mpsc::Sender<Frame>,
     control: Arc<Control>,
 }
 
+/// The connection task's end of its queue. Dropping it refuses further frames and drops
+/// the ones still queued.
+pub struct Inbox {
+    control: Arc<Control>,
+}
+
+impl Inbox {
+    /// Ready with the next queued frame; otherwise registers the task to be woken when
+    /// one is queued (registered before the queue is looked at, so none is missed).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Frame> {
+        self.control.waker.register(cx.waker());
+        match self.control.pop() {
+            Some(frame) => Poll::Ready(frame),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Resolves with the next queued frame.
+    pub async fn recv(&mut self) -> Frame {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next queued frame, if one is there now.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        self.control.pop()
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let frames = {
+            let mut q = self.control.lock();
+            q.open = false;
+            self.control.queued.store(0, Ordering::Relaxed);
+            std::mem::take(&mut q.frames)
+        };
+        // Dropped outside the lock: the last reference to a frame frees it.
+        drop(frames);
+    }
+}
+
 impl Outbound {
-    /// A queue of `capacity` frames; returns the handle and the receiver for the connection task.
-    pub fn channel(capacity: usize) -> (Outbound, mpsc::Receiver<Frame>, Arc<Control>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let control = Arc::new(Control::default());
+    /// A queue of `capacity` frames; returns the handle, the connection task's end and
+    /// the requests it polls.
+    pub fn channel(capacity: usize) -> (Outbound, Inbox, Arc<Control>) {
+        let control = Arc::new(Control::new(capacity));
         (
             Outbound {
-                tx,
                 control: control.clone(),
             },
-            rx,
+            Inbox {
+                control: control.clone(),
+            },
             control,
         )
     }
@@ -137,20 +249,20 @@ impl Outbound {
     /// Queues a frame. A full queue closes the connection as a slow consumer; a closed
     /// queue means the connection is already going away. Returns whether it was queued.
     pub fn send(&self, frame: Frame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.control.push(frame) {
+            Push::Queued => true,
+            Push::Full => {
                 self.control.close(CloseCode::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Push::Gone => false,
         }
     }
 
     /// Whether the queue is more than half full: the connection task is behind, and a
     /// publisher feeding it should let it run (see `publish::publish`).
     pub fn backlogged(&self) -> bool {
-        self.tx.capacity() * 2 < self.tx.max_capacity()
+        self.control.queued.load(Ordering::Relaxed) * 2 > self.control.capacity
     }
 
     /// Queues a text frame.
@@ -175,7 +287,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_wake_the_task_merge_and_the_first_close_wins() {
-        let control = Arc::new(Control::default());
+        let control = Arc::new(Control::new(4));
         // A re-check requested before anyone waits is kept, and a burst is one request.
         control.recheck();
         control.recheck();
@@ -197,5 +309,65 @@ mod tests {
             Request::Close(CloseCode::SlowConsumer)
         );
         assert_eq!(control.requested(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_and_a_full_queue_closes_as_a_slow_consumer() {
+        let (out, mut inbox, control) = Outbound::channel(4);
+        for i in 0..4 {
+            assert!(out.send_text(format!("f{i}")));
+        }
+        // At the edge: the fifth frame is refused and asks for the slow-consumer close.
+        assert!(out.backlogged());
+        assert!(!out.send_text("f4".into()));
+        assert_eq!(control.requested(), Some(CloseCode::SlowConsumer));
+        for i in 0..4 {
+            let f = inbox.try_recv().expect("queued frame");
+            assert_eq!(f.to_text().unwrap(), format!("f{i}"));
+        }
+        assert!(inbox.try_recv().is_none());
+        assert!(!out.backlogged());
+        // Room again once drained.
+        assert!(out.send_text("f5".into()));
+        assert_eq!(inbox.recv().await.to_text().unwrap(), "f5");
+        // Half full is not yet backlogged; past half is.
+        let (out, _inbox, _) = Outbound::channel(4);
+        out.send_text("a".into());
+        out.send_text("b".into());
+        assert!(!out.backlogged());
+        out.send_text("c".into());
+        assert!(out.backlogged());
+    }
+
+    #[tokio::test]
+    async fn a_frame_into_an_empty_queue_wakes_the_waiting_task_and_a_gone_inbox_refuses() {
+        let (out, mut inbox, _control) = Outbound::channel(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let reader = tokio::spawn(async move {
+            for _ in 0..1_000 {
+                let f = inbox.recv().await;
+                tx.send(f.to_text().unwrap().to_string()).await.unwrap();
+            }
+            inbox
+        });
+        for i in 0..1_000 {
+            if i % 2 == 0 {
+                tokio::task::yield_now().await;
+            }
+            assert!(out.send_text(format!("{i}")));
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the frame woke the reader");
+            assert_eq!(got, Some(format!("{i}")));
+        }
+        let inbox = reader.await.unwrap();
+        assert!(out.send_text("queued".into()));
+        let frame = text_frame("shared".into());
+        assert!(out.send(frame.clone()));
+        drop(inbox);
+        // The queued frames were dropped with the inbox, and nothing more is taken.
+        assert_eq!(Arc::strong_count(&frame), 1);
+        assert!(!out.send_text("late".into()));
+        assert!(!out.backlogged());
     }
 }
