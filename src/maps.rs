@@ -52,9 +52,40 @@ mod tests {
         map.get(&key).expect("the sentinel stays") as *const V
     }
 
+    const SENTINEL: u64 = u64::MAX;
+
+    /// A map of `n` entries plus a sentinel that stays, to watch the table move.
+    fn filled(n: u64) -> HashMap<u64, u64> {
+        let mut map: HashMap<u64, u64> = (0..n).map(|i| (i, i)).collect();
+        map.insert(SENTINEL, 7);
+        map
+    }
+
+    /// Counts the table's reallocations, seen as moves of the sentinel's value.
+    struct Moves {
+        at: *const u64,
+        count: usize,
+    }
+
+    impl Moves {
+        fn from(map: &HashMap<u64, u64>) -> Moves {
+            Moves {
+                at: slot(map, SENTINEL),
+                count: 0,
+            }
+        }
+
+        fn check(&mut self, map: &HashMap<u64, u64>) {
+            let now = slot(map, SENTINEL);
+            if now != self.at {
+                self.count += 1;
+                self.at = now;
+            }
+        }
+    }
+
     #[test]
     fn a_half_emptied_map_keeps_its_table_and_an_emptied_one_gives_it_back() {
-        const SENTINEL: u64 = u64::MAX;
         let mut map: HashMap<u64, [u8; 64]> = HashMap::new();
         map.insert(SENTINEL, [1; 64]);
         for i in 0..20_000 {
@@ -90,23 +121,14 @@ mod tests {
         // Each reallocation at least halves the table, so draining 100,000 entries moves
         // it some 8-11 times (a shrink on every call, `shrink_to_fit`, moves it on each
         // power of two, ~15 times).
-        const SENTINEL: u64 = u64::MAX;
-        let mut map: HashMap<u64, u64> = HashMap::new();
-        map.insert(SENTINEL, 7);
-        for i in 0..100_000 {
-            map.insert(i, i);
-        }
-        let mut moves = 0;
-        let mut at = slot(&map, SENTINEL);
+        let mut map = filled(100_000);
+        let mut moves = Moves::from(&map);
         for i in 0..100_000 {
             map.remove(&i);
             shrink_if_sparse(&mut map);
-            let now = slot(&map, SENTINEL);
-            if now != at {
-                moves += 1;
-                at = now;
-            }
+            moves.check(&map);
         }
+        let moves = moves.count;
         assert!(moves >= 1, "the drained table was never given back");
         assert!(moves <= 12, "{moves} reallocations while draining");
         assert_eq!(map[&SENTINEL], 7);
@@ -116,12 +138,7 @@ mod tests {
     fn a_map_going_back_and_forth_is_not_reallocated_each_time() {
         // The case the hysteresis is for: a few connections come and go around a steady
         // number. Shrinking to fit on every removal would rehash on each cycle.
-        const SENTINEL: u64 = u64::MAX;
-        let mut map: HashMap<u64, u64> = HashMap::new();
-        map.insert(SENTINEL, 7);
-        for i in 0..20_000 {
-            map.insert(i, i);
-        }
+        let mut map = filled(20_000);
         // Down to 7,168 entries: a full 8,192-bucket table, the worst spot for a rule
         // without hysteresis (one more entry doubles it, one fewer would halve it back).
         for i in 0..12_833 {
@@ -129,25 +146,18 @@ mod tests {
             shrink_if_sparse(&mut map);
         }
         assert_eq!(map.len(), 7_168);
-        let mut moves = 0;
-        let mut at = slot(&map, SENTINEL);
+        let mut moves = Moves::from(&map);
         for round in 0..2_000u64 {
             let key = 1_000_000 + round;
             map.insert(key, round);
             // Checked after each step: the allocator may hand a shrunk table back the
             // very block it had before the growth.
-            for step in 0..2 {
-                if step == 1 {
-                    map.remove(&key);
-                    shrink_if_sparse(&mut map);
-                }
-                let now = slot(&map, SENTINEL);
-                if now != at {
-                    moves += 1;
-                    at = now;
-                }
-            }
+            moves.check(&map);
+            map.remove(&key);
+            shrink_if_sparse(&mut map);
+            moves.check(&map);
         }
+        let moves = moves.count;
         assert!(
             moves <= 2,
             "{moves} reallocations over 2,000 insert-remove cycles"
