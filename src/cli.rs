@@ -135,6 +135,7 @@ pub enum UserCmd {
     Add {
         /// Username (1-64 of A-Z a-z 0-9 _ - . @); it is the `sub` of its access tokens.
         name: String,
+        /// The account's email (shown to rooms that show emails).
         #[arg(long)]
         email: Option<String>,
         /// Comma-separated stored roles (default roles still apply).
@@ -146,17 +147,27 @@ pub enum UserCmd {
     },
     /// Set an account's password (first line of stdin, or --generate); ends all its sessions.
     Passwd {
+        /// Username.
         name: String,
         /// Generate a password and print it once instead of reading stdin.
         #[arg(long)]
         generate: bool,
     },
     /// Disable an account: no logins, and every token and socket of it is revoked.
-    Disable { name: String },
+    Disable {
+        /// Username.
+        name: String,
+    },
     /// Enable a disabled account.
-    Enable { name: String },
+    Enable {
+        /// Username.
+        name: String,
+    },
     /// Delete an account and its stored roles; every token and socket of it is revoked.
-    Delete { name: String },
+    Delete {
+        /// Username.
+        name: String,
+    },
     /// List accounts (never their password hashes).
     List,
     /// Print a user's stored roles; --set replaces them, --clear removes them (default roles still apply).
