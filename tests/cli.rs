@@ -277,8 +277,8 @@ async fn commands_work_on_a_stopped_server() {
     let events = cli_events(dir, &[]).await;
     assert_eq!(
         events.len(),
-        4,
-        "refusals must not be recorded as changes: {events:?}"
+        5,
+        "refusals must not be recorded as changes (server_start and the four changes): {events:?}"
     );
 
     // What was done offline holds once the server runs on the directory.
