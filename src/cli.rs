@@ -86,6 +86,21 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Check the configuration, or print the default one.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Load the configuration (defaults, --config file, ROOMGATE_* and seed variables,
+    /// flags) and list every problem with its key and source; exit 1 on any. Never
+    /// opens or creates the data directory.
+    Check,
+    /// Print every option with its default, as a commented TOML file.
+    Defaults,
 }
 
 #[derive(Debug, Subcommand)]

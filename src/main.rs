@@ -8,7 +8,7 @@ use std::io::Read;
 use anyhow::{Context, bail};
 use clap::Parser;
 use roomgate::admin::{self, Request, Target};
-use roomgate::cli::{ApikeyCmd, Cli, Command, RoomCmd, UserCmd, parse_since};
+use roomgate::cli::{ApikeyCmd, Cli, Command, ConfigCmd, RoomCmd, UserCmd, parse_since};
 use roomgate::config::{Config, LogFormat, Overrides};
 use roomgate::protocol::now_ms;
 use roomgate::server::Server;
@@ -57,6 +57,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen,
         data_dir: cli.global.data.clone(),
     };
+    // Before the configuration is loaded for use: `config check` reports a bad one.
+    if let Some(Command::Config { cmd }) = &cli.command {
+        return config_command(cmd, &overrides, &env);
+    }
     let cfg = Config::load(&overrides, &env)?;
     let request = match cli.command {
         None | Some(Command::Serve { .. }) => return serve(cfg).await,
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, None, Some(u)) => Request::RevokeUser { user_id: u },
             _ => bail!("give exactly one of --token, --jti or --user"),
         },
+        Some(Command::Config { cmd }) => return config_command(&cmd, &overrides, &env),
         Some(Command::Stats) => Request::Stats,
         Some(Command::Backup { file }) => {
             let path = std::path::absolute(&file)
@@ -167,6 +172,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         (_, other) => println!("{}", serde_json::to_string_pretty(&other)?),
+    }
+    Ok(())
+}
+
+/// `roomgate config check|defaults`: touches nothing but the config file it reads.
+fn config_command(
+    cmd: &ConfigCmd,
+    overrides: &Overrides,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Defaults => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(roomgate::config::DEFAULTS_TOML.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing the defaults")?;
+        }
+        ConfigCmd::Check => match Config::check(overrides, env) {
+            Ok(checked) => println!("{}", checked.summary()),
+            Err(e) => {
+                for problem in &e.0 {
+                    println!("{problem}");
+                }
+                bail!("{} configuration problem(s)", e.0.len());
+            }
+        },
     }
     Ok(())
 }
