@@ -95,9 +95,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
-    /// Load the configuration (defaults, --config file, ROOMGATE_* and seed variables,
-    /// flags) and list every problem with its key and source; exit 1 on any. Never
-    /// opens or creates the data directory.
+    /// List every configuration problem with its key and source; exit 1 on any.
+    ///
+    /// Loads the layers serve uses (defaults, --config file, ROOMGATE_* and seed
+    /// variables, flags) and nothing else: never opens or creates the data directory.
     Check,
     /// Print every option with its default, as a commented TOML file.
     Defaults,

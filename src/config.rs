@@ -764,7 +764,8 @@ pub struct Checked {
     pub config: Config,
     /// The TOML file read, if any.
     pub file: Option<PathBuf>,
-    /// Environment variables that set a key, in the order they were applied.
+    /// Environment variables read: those that set a key, in the order they were
+    /// applied, then `ROOMGATE_CONFIG` and `ROOMGATE_ADMIN_PASSWORD` when used.
     pub env: Vec<String>,
     /// Flags that set a key.
     pub flags: Vec<&'static str>,
@@ -851,7 +852,13 @@ impl Config {
                 )),
             }
         }
-        let env_used = layers.apply_env(env);
+        let mut env_used = layers.apply_env(env);
+        if overrides.config_file.is_none() && file.is_some() {
+            env_used.push("ROOMGATE_CONFIG".into());
+        }
+        if env.contains_key("ROOMGATE_ADMIN_PASSWORD") {
+            env_used.push("ROOMGATE_ADMIN_PASSWORD".into());
+        }
         let mut flags = Vec::new();
         if let Some(listen) = &overrides.listen {
             layers.set(
@@ -1972,6 +1979,15 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("--listen --data"), "{summary}");
+        // The file named by ROOMGATE_CONFIG is attributed the same way.
+        let by_env = Config::check(
+            &Overrides::default(),
+            &env(&[("ROOMGATE_CONFIG", &path.display().to_string())]),
+        )
+        .unwrap();
+        assert_eq!(by_env.file.as_ref(), Some(&path));
+        assert_eq!(by_env.env, ["ROOMGATE_CONFIG"]);
+        assert_eq!(by_env.sources["rooms.message_history"], at(6));
     }
 
     #[test]

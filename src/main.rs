@@ -196,7 +196,10 @@ fn config_command(
                 for problem in &e.0 {
                     println!("{problem}");
                 }
-                bail!("{} configuration problem(s)", e.0.len());
+                match e.0.len() {
+                    1 => bail!("1 configuration problem"),
+                    n => bail!("{n} configuration problems"),
+                }
             }
         },
     }
