@@ -1,9 +1,11 @@
 //! The one typed configuration. Layers, lowest first: built-in defaults (the seed's
 //! `websocketSecurityConfig` values), a TOML file, the environment (`ROOMGATE_*` plus the
 //! seed's `JWT_SECRET`, `WS_SECRET`, `ALLOWED_ORIGINS`), then command-line flags. Layers
-//! are merged as JSON values and deserialised once, so every field has exactly one
-//! definition here. This module owns parsing, merging and validation; it must never
-//! read secrets from the data root or open the store (that is `server`'s job), and it
+//! are merged as JSON values and deserialised into the one `Config`, so every field has
+//! exactly one definition here. Each key a layer sets keeps its source (file and line,
+//! variable, flag), and every problem is reported at once with its key and source. This
+//! module owns parsing, merging and validation; it must never read secrets from the data
+//! root, touch the data directory or open the store (that is `server`'s job), and it
 //! must never print a secret: `redacted()` is what gets logged.
 
 use std::collections::BTreeMap;
@@ -1422,7 +1424,11 @@ impl Layers {
         };
         let mut lines = BTreeMap::new();
         key_lines(spanned.get_ref(), &mut Vec::new(), text, &mut lines);
-        let json = match toml::from_str::<toml::Value>(text).map(serde_json::to_value) {
+        let parsed = toml::from_str::<toml::Value>(text).map(|mut v| {
+            datetimes_as_text(&mut v);
+            serde_json::to_value(v)
+        });
+        let json = match parsed {
             Ok(Ok(json)) => json,
             Ok(Err(e)) => {
                 self.problems
@@ -1646,6 +1652,17 @@ fn file_leaves(
             Some(_) => out.push((prefix.clone(), Some(v))),
         }
         prefix.pop();
+    }
+}
+
+/// No field is a date: a TOML datetime is read as the text written, so that it meets the
+/// field's own check instead of serde's private datetime wrapper.
+fn datetimes_as_text(v: &mut toml::Value) {
+    match v {
+        toml::Value::Datetime(d) => *v = toml::Value::String(d.to_string()),
+        toml::Value::Array(a) => a.iter_mut().for_each(datetimes_as_text),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| datetimes_as_text(v)),
+        _ => {}
     }
 }
 
@@ -2089,6 +2106,17 @@ mod tests {
         );
         assert!(
             got[1].starts_with(&format!("rooms ({p}:1): invalid type: integer `5`")),
+            "{got:?}"
+        );
+        // A datetime where a table belongs is a type error, not a table of unknown keys.
+        let (_dir3, path) = file("[rooms]\nretention = 1979-05-27\n");
+        let got = lines(&Config::load(&with_file(&path), &env(&[])).unwrap_err());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "rooms.retention ({}:2): invalid type: string \"1979-05-27\"",
+                path.display()
+            )),
             "{got:?}"
         );
         // A missing file is named.
