@@ -137,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, None, Some(u)) => Request::RevokeUser { user_id: u },
             _ => bail!("give exactly one of --token, --jti or --user"),
         },
+        // Handled before the load above; kept here so the match stays exhaustive.
         Some(Command::Config { cmd }) => return config_command(&cmd, &overrides, &env),
         Some(Command::Stats) => Request::Stats,
         Some(Command::Backup { file }) => {
