@@ -127,6 +127,22 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Check the configuration, or print the default one.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// List every configuration problem with its key and source; exit 1 on any.
+    ///
+    /// Loads the layers serve uses (defaults, --config file, ROOMGATE_* and seed
+    /// variables, flags) and nothing else: never opens or creates the data directory.
+    Check,
+    /// Print every option with its default, as a commented TOML file.
+    Defaults,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,7 +283,8 @@ pub enum RevocationsCmd {
 impl Command {
     /// Commands that may run where no database exists yet: `serve` creates one,
     /// `restore` fills an empty data root, and the rest never open it (`token` reads
-    /// only the JWT secret, and says where it looked when there is none).
+    /// only the JWT secret, and says where it looked when there is none; `config` reads
+    /// only the configuration).
     pub fn needs_database(&self) -> bool {
         !matches!(
             self,
@@ -275,6 +292,7 @@ impl Command {
                 | Command::Restore { .. }
                 | Command::Health { .. }
                 | Command::Token { .. }
+                | Command::Config { .. }
         )
     }
 }

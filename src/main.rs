@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use roomgate::admin::{self, Request, Target};
 use roomgate::cli::{
-    ApikeyCmd, Cli, Command, RevocationsCmd, RolesCmd, RoomCmd, SessionsCmd, UserCmd, parse_since,
-    parse_ttl,
+    ApikeyCmd, Cli, Command, ConfigCmd, RevocationsCmd, RolesCmd, RoomCmd, SessionsCmd, UserCmd,
+    parse_since, parse_ttl,
 };
 use roomgate::config::{Config, LogFormat, Overrides};
 use roomgate::protocol::now_ms;
@@ -60,6 +60,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen,
         data_dir: cli.global.data.clone(),
     };
+    // Before the configuration is loaded for use: `config check` reports a bad one.
+    if let Some(Command::Config { cmd }) = &cli.command {
+        return config_command(cmd, &overrides, &env);
+    }
     let cfg = Config::load(&overrides, &env)?;
     if let Some(command) = &cli.command
         && command.needs_database()
@@ -168,6 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, None, Some(u)) => Request::RevokeUser { user_id: u },
             _ => bail!("give exactly one of --token, --jti or --user"),
         },
+        // Handled before the load above; kept here so the match stays exhaustive.
+        Some(Command::Config { cmd }) => return config_command(&cmd, &overrides, &env),
         Some(Command::Stats) => Request::Stats,
         Some(Command::Backup { file }) => {
             let path = std::path::absolute(&file)
@@ -289,6 +295,36 @@ async fn health(cfg: &Config, url: Option<String>, timeout_secs: u64) -> anyhow:
         .await
         .map_err(|_| anyhow::anyhow!("{base}/readyz did not answer within {timeout_secs} s"))??;
     println!("{answer}");
+    Ok(())
+}
+
+/// `roomgate config check|defaults`: touches nothing but the config file it reads.
+fn config_command(
+    cmd: &ConfigCmd,
+    overrides: &Overrides,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Defaults => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(roomgate::config::DEFAULTS_TOML.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing the defaults")?;
+        }
+        ConfigCmd::Check => match Config::check(overrides, env) {
+            Ok(checked) => println!("{}", checked.summary()),
+            Err(e) => {
+                for problem in &e.0 {
+                    println!("{problem}");
+                }
+                match e.0.len() {
+                    1 => bail!("1 configuration problem"),
+                    n => bail!("{n} configuration problems"),
+                }
+            }
+        },
+    }
     Ok(())
 }
 
