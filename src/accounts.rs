@@ -161,11 +161,10 @@ pub async fn login(
 /// the security events use for them (an unknown username is hashed too, so repeated
 /// guesses at one name can be told apart from a spray over many).
 fn log_refused(state: &AppState, flow: &str, reason: &str, ip: IpAddr, user: Option<&str>) {
-    let user = user.map(|u| state.audit.hash_user(u));
     tracing::info!(
         reason,
         client_ip = %ip,
-        user = user.as_deref(),
+        user = user.map(|u| state.audit.hash_user(u)).as_deref(),
         "{flow} refused"
     );
 }
