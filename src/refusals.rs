@@ -134,11 +134,9 @@ fn summarise(refusals: &Refusals, window_secs: u64) {
     let counts = refusals.take();
     if let Some(text) = breakdown(&counts) {
         let total: u64 = counts.iter().sum();
-        tracing::info!(
-            window_secs,
-            refused = total,
-            "limits refused requests in the last {window_secs}s: {text}"
-        );
+        // The counts are in the message, not fields, so a text line reads as one sentence;
+        // `name=count` pairs after the colon are as easy for a collector to split.
+        tracing::info!("limits refused {total} requests in the last {window_secs}s: {text}");
     }
 }
 
