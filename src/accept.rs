@@ -22,6 +22,7 @@ use warp::filters::BoxedFilter;
 
 use crate::http::{self, PeerAddr, Secure, UpgradeSlot};
 use crate::ratelimit::Key;
+use crate::refusals::Refused;
 use crate::state::AppState;
 use crate::tls::Tls;
 
@@ -158,8 +159,13 @@ pub async fn accept_loop(listener: TcpListener, state: AppState, tls: Option<Arc
         let slot = match caps.admit(peer.ip(), exempt) {
             Ok(slot) => slot,
             Err(why) => {
-                // Closed before reading anything: the cheapest answer to a flood.
-                tracing::debug!(?why, "connection turned away");
+                // Closed before reading anything: the cheapest answer to a flood. No
+                // header has been read, so the peer is the only address known here.
+                let limit = match why {
+                    Turned::ServerFull => Refused::Connections,
+                    Turned::IpFull => Refused::ConnectionsPerIp,
+                };
+                state.refusals.record(limit, peer.ip());
                 drop(stream);
                 continue;
             }

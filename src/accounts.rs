@@ -3,7 +3,10 @@
 //! IP and per account before any hashing; unknown users, wrong passwords and disabled
 //! accounts get one answer; refresh tokens rotate, and a reused one revokes its whole
 //! family. Every revocation is durable before the answer. This module speaks typed
-//! results; `http::auth` turns them into responses. It never logs a password or token.
+//! results; `http::auth` turns them into responses. Each refusal is logged once, here,
+//! where it is decided: failures at `info` with the reason, the client IP and the keyed
+//! user hash; refusals by limits at `debug` through `refusals`. It never logs a password,
+//! a token or a raw user id.
 
 use std::net::IpAddr;
 
@@ -15,6 +18,7 @@ use crate::config::Config;
 use crate::http::HttpError;
 use crate::protocol::{CloseCode, now_ms};
 use crate::ratelimit::{Key, Limit};
+use crate::refusals::Refused;
 use crate::state::AppState;
 use crate::store::{AccountRecord, FamilyRecord, RefreshRecord, RefreshUse, Revocation};
 
@@ -80,10 +84,11 @@ pub async fn login(
     let cfg = &state.cfg.accounts;
     let ip_s = ip.to_string();
     if let Err(ms) = state.limiters.check(Limit::Login, &Key::ip(ip)) {
-        return Err(too_many(state, ip, "ip", ms));
+        return Err(too_many(state, ip, Refused::Login, ms));
     }
     // Passwords are never trimmed; oversize ones are refused before hashing.
     if password.len() > cfg.max_password_bytes || username.len() > 256 {
+        log_refused(state, "login", "too_long", ip, Some(username));
         return Err(HttpError::InvalidRequest.into());
     }
     // Usernames are looked up exactly, so failures are counted exactly too: "ADMIN"
@@ -93,7 +98,7 @@ pub async fn login(
     // The slot is taken before hashing, so parallel guesses cannot all pass the check
     // before the first of them fails.
     if let Err(ms) = state.login_failures.reserve(account_key, now) {
-        return Err(too_many(state, ip, "account", ms));
+        return Err(too_many(state, ip, Refused::FailedLogins, ms));
     }
     let account = if valid_username(username) {
         state
@@ -116,6 +121,7 @@ pub async fn login(
     };
     if let Some(reason) = reason {
         // The reserved slot stays: it is this failure.
+        log_refused(state, "login", reason, ip, Some(username));
         state.audit.record(
             "login",
             Some(username),
@@ -150,7 +156,27 @@ pub async fn login(
     Ok(pair)
 }
 
-fn too_many(state: &AppState, ip: IpAddr, scope: &str, ms: u64) -> Refusal {
+/// Logs a refused login or refresh at `info`, once per refusal: the reason, the client
+/// IP as resolved (trusted proxies respected) and, when a user is named, the keyed hash
+/// the security events use for them (an unknown username is hashed too, so repeated
+/// guesses at one name can be told apart from a spray over many).
+fn log_refused(state: &AppState, flow: &str, reason: &str, ip: IpAddr, user: Option<&str>) {
+    tracing::info!(
+        reason,
+        client_ip = %ip,
+        user = user.map(|u| state.audit.hash_user(u)).as_deref(),
+        "{flow} refused"
+    );
+}
+
+/// A refusal by the per-IP login limit or the per-account failure window.
+fn too_many(state: &AppState, ip: IpAddr, limit: Refused, ms: u64) -> Refusal {
+    state.refusals.record(limit, ip);
+    let scope = if limit == Refused::FailedLogins {
+        "account"
+    } else {
+        "ip"
+    };
     if state.limiters.allow_event(&Key::ip(ip)) {
         let ip_s = ip.to_string();
         state.audit.record(
@@ -238,9 +264,10 @@ pub async fn refresh(
     refresh_token: &str,
 ) -> Result<TokenPair, Refusal> {
     if let Err(ms) = state.limiters.check(Limit::Login, &Key::ip(ip)) {
-        return Err(too_many(state, ip, "ip", ms));
+        return Err(too_many(state, ip, Refused::Login, ms));
     }
     if refresh_token.is_empty() || refresh_token.len() > 256 {
+        log_refused(state, "token refresh", "malformed", ip, None);
         return Err(HttpError::InvalidGrant.into());
     }
     let now = now_ms();
@@ -249,8 +276,12 @@ pub async fn refresh(
         .use_refresh(&digest(refresh_token), now)
         .map_err(internal("using a refresh token"))?;
     let record = match used {
-        RefreshUse::Unknown => return Err(HttpError::InvalidGrant.into()),
+        RefreshUse::Unknown => {
+            log_refused(state, "token refresh", "unknown_token", ip, None);
+            return Err(HttpError::InvalidGrant.into());
+        }
         RefreshUse::Reused(r) => {
+            log_refused(state, "token refresh", "reused", ip, Some(&r.username));
             revoke_family(state, &r.family, &r.username).await?;
             state.audit.record(
                 "refresh_reuse_detected",
@@ -262,12 +293,14 @@ pub async fn refresh(
         }
         RefreshUse::Rotated(r) => r,
     };
+    let ip_s = ip.to_string();
     let refuse = |reason: &str| {
+        log_refused(state, "token refresh", reason, ip, Some(&record.username));
         state.audit.record(
             "token_refresh",
             Some(&record.username),
             Outcome::Failure,
-            &[("reason", reason)],
+            &[("reason", reason), ("clientIp", &ip_s)],
         );
         Refusal::from(HttpError::InvalidGrant)
     };

@@ -53,6 +53,10 @@ pub struct Config {
     /// Log lines on stderr as `text` (for people) or `json` (one object per line, for
     /// collectors). Levels come from `ROOMGATE_LOG`. Default text.
     pub log_format: LogFormat,
+    /// Seconds between the `info` summaries of refusals by limits (rate limits, connection
+    /// caps, full rooms); each refusal itself is logged at `debug`. Nothing is logged for
+    /// a period without refusals. Default 60.
+    pub log_refusal_summary_secs: u64,
     pub auth: AuthConfig,
     pub accounts: AccountsConfig,
     pub connection: ConnectionConfig,
@@ -532,6 +536,7 @@ impl Default for Config {
             shutdown_deadline_secs: 10,
             mode: Mode::Development,
             log_format: LogFormat::Text,
+            log_refusal_summary_secs: 60,
             auth: AuthConfig::default(),
             accounts: AccountsConfig::default(),
             connection: ConnectionConfig::default(),
@@ -1281,6 +1286,9 @@ impl Config {
             if value > limit {
                 p.push(format!("{name} must be at most {limit}"));
             }
+        }
+        if self.log_refusal_summary_secs == 0 || self.log_refusal_summary_secs > DAY {
+            p.push("log_refusal_summary_secs must be between 1 and 86400".into());
         }
         let st = &self.store;
         if st.cache_capacity_bytes < 1024 * 1024 {

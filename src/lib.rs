@@ -5,7 +5,8 @@
 //! [`hub::Outbound`] queues) → each member's task writes. Personal notifications go
 //! through [`notify`] (per-user inbox and live subscribers). Durable facts live in
 //! [`store`] (sled), written off the fan-out path by
-//! [`history`] and [`audit`]; [`sweeper`] expires them. [`server`] wires it all
+//! //! [`history`] and [`audit`]; [`sweeper`] expires them. Refusals by limits are counted
+//! in [`refusals`] for the log. [`server`] wires it all
 //! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
 //! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.
 
@@ -25,6 +26,7 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod logging;
 pub mod maps;
 pub mod metrics;
 pub mod notify;
@@ -34,6 +36,7 @@ pub mod principal;
 pub mod protocol;
 pub mod publish;
 pub mod ratelimit;
+pub mod refusals;
 pub mod secrets;
 pub mod server;
 pub mod state;

@@ -12,11 +12,11 @@ use roomgate::cli::{
     ApikeyCmd, Cli, Command, ConfigCmd, RevocationsCmd, RolesCmd, RoomCmd, SessionsCmd, UserCmd,
     parse_since, parse_ttl,
 };
-use roomgate::config::{Config, LogFormat, Overrides};
+use roomgate::config::{Config, Overrides};
 use roomgate::protocol::now_ms;
 use roomgate::server::Server;
 use roomgate::store::Store;
-use roomgate::{control, secrets};
+use roomgate::{control, logging, secrets};
 use serde_json::Value;
 
 // jemalloc, not the system allocator: glibc keeps every page a burst of connections
@@ -403,18 +403,9 @@ async fn operate(cfg: &Config, request: Request) -> anyhow::Result<Value> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let filter = std::env::var("ROOMGATE_LOG").unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    match cfg.log_format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        // One JSON object per line, with the connection span's fields on each.
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-    }
-    tracing::info!(config = %cfg.redacted(), "effective configuration");
+    // Before anything binds: an unreadable ROOMGATE_LOG stops the start.
+    logging::init(cfg.log_format, std::env::var_os("ROOMGATE_LOG").as_deref())?;
+    logging::effective_config(cfg.log_format, &cfg.redacted());
     // Installed before the "listening" line, so a SIGTERM sent as soon as a supervisor
     // sees it shuts down in order instead of killing the process.
     let signals = Signals::install()?;

@@ -1,6 +1,6 @@
 //! Server lifecycle: open the store, build `AppState`, start the accept loop
 //! (`accept.rs`: connection caps, TLS, HTTP/1.1 with upgrades), the certificate watcher,
-//! the control socket and the sweeper, and shut down in a written order: stop accepting,
+//! the control socket, the sweeper and the refusal summary, and shut down in a written order: stop accepting,
 //! close every socket with 1001, wait for connection tasks (bounded by
 //! `shutdown_deadline_secs`), drain the history and audit writers, flush the store last.
 //! Nothing here handles protocol frames.
@@ -25,6 +25,7 @@ use crate::passwords::{PasswordError, Passwords};
 use crate::protocol::CloseCode;
 use crate::ratelimit::FailureWindow;
 use crate::ratelimit::Limiters;
+use crate::refusals::{self, Refusals};
 use crate::secrets::{self, SecretsError};
 use crate::state::{AppState, Shared};
 use crate::store::{AccountRecord, Store, StoreError};
@@ -111,6 +112,7 @@ pub struct Server {
     state: AppState,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    refusal_summary: JoinHandle<()>,
     tls: Option<Arc<Tls>>,
 }
 
@@ -161,6 +163,7 @@ impl Server {
                     .with_login(cfg.accounts.login, cfg.rate_limits.enabled),
             ),
             login_failures: Arc::new(FailureWindow::new(cfg.accounts.failed_logins)),
+            refusals: Arc::new(Refusals::default()),
             passwords: passwords.clone(),
             trusted_proxies: cfg.trusted_proxies().into(),
             shutdown: CancellationToken::new(),
@@ -185,6 +188,11 @@ impl Server {
             ));
         }
         let sweeper = tokio::spawn(sweeper::run(state.clone()));
+        let refusal_summary = tokio::spawn(refusals::run(
+            state.refusals.clone(),
+            Duration::from_secs(cfg.log_refusal_summary_secs),
+            state.shutdown.clone(),
+        ));
         state
             .audit
             .record("server_start", None, Outcome::Success, &[]);
@@ -193,6 +201,7 @@ impl Server {
             state,
             accept,
             sweeper,
+            refusal_summary,
             tls,
         })
     }
@@ -236,6 +245,8 @@ impl Server {
             tracing::warn!("shutdown deadline passed with connections still open");
         }
         let _ = self.sweeper.await;
+        // It logs the refusals of the last partial period as it ends.
+        let _ = self.refusal_summary.await;
         s.history.stop().await;
         s.audit.stop().await;
         if let Err(e) = s.store.flush().await {

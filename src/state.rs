@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::passwords::Passwords;
 use crate::ratelimit::{FailureWindow, Limiters};
+use crate::refusals::Refusals;
 use crate::store::Store;
 
 /// Shared server state: one pointer. Every connection keeps a clone for its whole life,
@@ -48,6 +49,8 @@ pub struct Shared {
     pub limiters: Arc<Limiters>,
     /// Failed logins per account (checked before hashing).
     pub login_failures: Arc<FailureWindow>,
+    /// Requests refused by any limit, counted for the log's periodic summary.
+    pub refusals: Arc<Refusals>,
     pub passwords: Passwords,
     pub verifier: Arc<Verifier>,
     /// Roles and their permissions, cached from the store.

@@ -378,6 +378,17 @@ fn peek_issuer(token: &str) -> Option<String> {
     claims.get("iss")?.as_str().map(str::to_string)
 }
 
+/// The `sub` claim of a token that failed verification, read without trusting it: the
+/// user it claims to be, for the log's keyed hash only (never for a decision).
+pub fn claimed_subject(token: &str) -> Option<String> {
+    let claims = jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).ok()?;
+    claims
+        .get("sub")?
+        .as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .map(str::to_string)
+}
+
 fn verified(
     token: &str,
     claims: RawClaims,

@@ -1,7 +1,9 @@
 //! One handler per client frame type. Each checks, in this order: session state, input
 //! validity, rate limit, authorization; then acts through the hub and answers. Denials
 //! are answered with an error code from the registry and recorded as security events;
-//! nothing here sends to another connection except through a room.
+//! failed `auth` and `refresh` frames are also logged at `info` (reason, client IP, keyed
+//! user hash; never the token), and refusals by limits at `debug` through `refusals`.
+//! Nothing here sends to another connection except through a room.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use crate::protocol::{
 };
 use crate::publish::{self, PublishError, Sender};
 use crate::ratelimit::{Key, Limit};
+use crate::refusals::Refused;
 use crate::store::{SessionRecord, StoreError};
 
 /// Why `auth` failed, split into what the client sees and what the log records.
@@ -59,7 +62,7 @@ impl Conn {
         if !matches!(decoded, Ok(ClientFrame::Heartbeat))
             && let Err(wait) = self.state.limiters.check(Limit::Message, &self.limit_key())
         {
-            self.audit_limited("message");
+            self.audit_limited(Refused::Message);
             self.error_with(ErrorCode::RateLimited, None, None, Some(wait));
             return;
         }
@@ -214,6 +217,15 @@ impl Conn {
     }
 
     fn refresh_failed(&self, code: ErrorCode, reason: &str) {
+        tracing::info!(
+            reason,
+            client_ip = %self.ip,
+            user = self
+                .identity()
+                .map(|i| self.state.audit.hash_user(&i.user_id))
+                .as_deref(),
+            "websocket token refresh refused"
+        );
         self.audit_refresh(Outcome::Failure, Some(reason));
         self.error(code);
     }
@@ -238,15 +250,16 @@ impl Conn {
         match self.state.limiters.check(Limit::Auth, &Key::ip(self.ip)) {
             Ok(()) => true,
             Err(wait) => {
-                self.audit_limited("auth");
+                self.audit_limited(Refused::Auth);
                 self.error_with(ErrorCode::AuthRateLimited, None, None, Some(wait));
                 false
             }
         }
     }
 
-    fn audit_limited(&self, limit: &'static str) {
-        self.state.metrics.rate_limited.inc(limit);
+    fn audit_limited(&self, limit: Refused) {
+        self.state.metrics.rate_limited.inc(limit.as_str());
+        self.state.refusals.record(limit, self.ip);
         if !self.state.limiters.allow_event(&self.limit_key()) {
             return;
         }
@@ -256,7 +269,7 @@ impl Conn {
             "rate_limited",
             user.as_deref(),
             Outcome::Failure,
-            &[("limit", limit), ("clientIp", &ip)],
+            &[("limit", limit.as_str()), ("clientIp", &ip)],
         );
     }
 
@@ -272,7 +285,8 @@ impl Conn {
         let verified = match self.state.verifier.verify(token) {
             Ok(v) => v,
             Err(e) => {
-                self.auth_failed(verify_error_code(e), e.reason(), None);
+                let claimed = crate::auth::claimed_subject(token);
+                self.auth_failed(verify_error_code(e), e.reason(), None, claimed.as_deref());
                 return;
             }
         };
@@ -312,7 +326,7 @@ impl Conn {
                 self.deliver_inbox();
             }
             Err(AuthFailure::Client(code, reason)) => {
-                self.auth_failed(code, reason, Some(&verified.user_id))
+                self.auth_failed(code, reason, Some(&verified.user_id), None)
             }
             Err(AuthFailure::Store(e)) => {
                 tracing::error!(error = %e, "store failure during auth");
@@ -321,8 +335,28 @@ impl Conn {
         }
     }
 
-    fn auth_failed(&self, code: ErrorCode, reason: &'static str, user: Option<&str>) {
+    /// Answers and records a failed `auth`. `user` is the verified user, when the token
+    /// verified; `claimed` the unverified `sub` of one that did not, which only the log
+    /// line shows (hashed, as `claimed_user`).
+    fn auth_failed(
+        &self,
+        code: ErrorCode,
+        reason: &'static str,
+        user: Option<&str>,
+        claimed: Option<&str>,
+    ) {
         self.state.metrics.auth_failures.inc(reason);
+        // The per-user connection cap was logged and counted where it refused.
+        if code != ErrorCode::TooManyConnections {
+            let hash = |u: &str| self.state.audit.hash_user(u);
+            tracing::info!(
+                reason,
+                client_ip = %self.ip,
+                user = user.map(hash).as_deref(),
+                claimed_user = claimed.map(hash).as_deref(),
+                "websocket auth failed"
+            );
+        }
         let ip = self.ip.to_string();
         self.state.audit.record(
             "websocket_auth",
@@ -379,6 +413,9 @@ impl Conn {
             .authenticate(self.id, user_id.clone(), keys.clone())
             .is_err()
         {
+            self.state
+                .refusals
+                .record(Refused::ConnectionsPerUser, self.ip);
             return Err(AuthFailure::Client(
                 ErrorCode::TooManyConnections,
                 "too_many_connections",
@@ -522,7 +559,7 @@ impl Conn {
             .limiters
             .check(Limit::Join, &Key::User(user_id.clone()))
         {
-            self.audit_limited("join");
+            self.audit_limited(Refused::Join);
             self.error_with(ErrorCode::JoinRateLimited, None, Some(room_id), Some(wait));
             return;
         }
@@ -534,6 +571,9 @@ impl Conn {
             return;
         }
         if self.rooms.len() >= self.state.cfg.connection.max_rooms_per_connection {
+            self.state
+                .refusals
+                .record(Refused::RoomsPerConnection, self.ip);
             self.error_with(ErrorCode::TooManyRooms, None, Some(room_id), None);
             return;
         }
@@ -608,6 +648,7 @@ impl Conn {
                     return;
                 }
                 Err(JoinError::Full) => {
+                    self.state.refusals.record(Refused::RoomFull, self.ip);
                     self.error_with(ErrorCode::RoomFull, None, Some(room_id), None);
                     return;
                 }

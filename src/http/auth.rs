@@ -51,7 +51,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(body)
         .then(
             |state: AppState, ip: std::net::IpAddr, body: Bytes| async move {
-                let b: LoginBody = match parse(&body) {
+                let b: LoginBody = match parse(&body, ip) {
                     Ok(b) => b,
                     Err(e) => return e.response(),
                 };
@@ -70,7 +70,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::body::content_length_limit(max).and(warp::body::bytes()))
         .then(
             |state: AppState, ip: std::net::IpAddr, body: Bytes| async move {
-                let b: RefreshBody = match parse(&body) {
+                let b: RefreshBody = match parse(&body, ip) {
                     Ok(b) => b,
                     Err(e) => return e.response(),
                 };
@@ -117,8 +117,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .boxed()
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
-    serde_json::from_slice(body).map_err(|_| HttpError::InvalidRequest)
+fn parse<T: DeserializeOwned>(body: &Bytes, ip: std::net::IpAddr) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|_| {
+        // At `debug`, not `info`: no credential was tried, and these come before the
+        // login rate limit, so at `info` they would let anyone flood the log.
+        tracing::debug!(client_ip = %ip, "auth request refused: malformed body");
+        HttpError::InvalidRequest
+    })
 }
 
 async fn reply(

@@ -408,7 +408,12 @@ async fn ws_upgrade(
     // Keyed like the rate limits (IPv6 by /64), so one host cannot rotate addresses.
     let admission = match state.registry.admit(Key::ip(ip)) {
         Ok(a) => a,
-        Err(_) => return refuse(HttpError::TooManyUnauthenticated),
+        Err(_) => {
+            state
+                .refusals
+                .record(crate::refusals::Refused::UnauthenticatedPerIp, ip);
+            return refuse(HttpError::TooManyUnauthenticated);
+        }
     };
     let Some(on_upgrade) = slot.and_then(|s| s.0.lock().ok().and_then(|mut g| g.take())) else {
         return refuse(HttpError::UpgradeRequired);
