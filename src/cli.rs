@@ -34,15 +34,30 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
     },
-    /// Manage users' stored roles.
+    /// Manage built-in accounts (username and password logins) and any user's stored roles.
     User {
         #[command(subcommand)]
         cmd: UserCmd,
     },
-    /// Manage rooms.
+    /// Create, list, show and delete rooms.
     Room {
         #[command(subcommand)]
         cmd: RoomCmd,
+    },
+    /// List the stored roles and their permissions.
+    Roles {
+        #[command(subcommand)]
+        cmd: RolesCmd,
+    },
+    /// List a user's stored WebSocket sessions.
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCmd,
+    },
+    /// List stored revocations (tokens by key, never the token; users by id).
+    Revocations {
+        #[command(subcommand)]
+        cmd: RevocationsCmd,
     },
     /// Manage API keys for the admin HTTP API.
     Apikey {
@@ -74,6 +89,32 @@ pub enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Mint an HS256 test token for USER from the configured JWT secret and print it.
+    Token {
+        /// The user id (the token's `sub`).
+        user: String,
+        /// Comma-separated `roles` claim (the server reads it only with auth.trust_role_claims).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// The `email` claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime: seconds, or an age like 30s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_name = "AGE")]
+        ttl: String,
+        /// Mint even in production mode (test tokens are refused there by default).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Exit 0 when the server's GET /readyz answers ready, 1 otherwise (for health checks).
+    Health {
+        /// Base URL of the server (default: from the configured listen address).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        timeout: u64,
+    },
     /// Print security events as JSON lines, oldest first.
     Events {
         /// Only events at or after this time: ms since the epoch, or an age like 30s, 15m, 2h, 7d.
@@ -86,6 +127,22 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Check the configuration, or print the default one.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// List every configuration problem with its key and source; exit 1 on any.
+    ///
+    /// Loads the layers serve uses (defaults, --config file, ROOMGATE_* and seed
+    /// variables, flags) and nothing else: never opens or creates the data directory.
+    Check,
+    /// Print every option with its default, as a commented TOML file.
+    Defaults,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +151,7 @@ pub enum UserCmd {
     Add {
         /// Username (1-64 of A-Z a-z 0-9 _ - . @); it is the `sub` of its access tokens.
         name: String,
+        /// The account's email (shown to rooms that show emails).
         #[arg(long)]
         email: Option<String>,
         /// Comma-separated stored roles (default roles still apply).
@@ -105,26 +163,39 @@ pub enum UserCmd {
     },
     /// Set an account's password (first line of stdin, or --generate); ends all its sessions.
     Passwd {
+        /// Username.
         name: String,
         /// Generate a password and print it once instead of reading stdin.
         #[arg(long)]
         generate: bool,
     },
     /// Disable an account: no logins, and every token and socket of it is revoked.
-    Disable { name: String },
+    Disable {
+        /// Username.
+        name: String,
+    },
     /// Enable a disabled account.
-    Enable { name: String },
+    Enable {
+        /// Username.
+        name: String,
+    },
     /// Delete an account and its stored roles; every token and socket of it is revoked.
-    Delete { name: String },
+    Delete {
+        /// Username.
+        name: String,
+    },
     /// List accounts (never their password hashes).
     List,
-    /// Set a user's stored roles (replacing them); default roles still apply.
+    /// Print a user's stored roles; --set replaces them, --clear removes them (default roles still apply).
     Roles {
         /// The user id (the JWT `sub`).
         id: String,
-        /// Comma-separated roles, e.g. user,admin; empty clears them.
-        #[arg(long, value_delimiter = ',', num_args = 0..)]
-        set: Vec<String>,
+        /// Comma-separated roles that replace the stored ones, e.g. user,admin.
+        #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with = "clear")]
+        set: Option<Vec<String>>,
+        /// Remove every stored role of the user.
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -173,6 +244,69 @@ pub enum RoomCmd {
         #[arg(long)]
         max: Option<u32>,
     },
+    /// List rooms as JSON lines.
+    List,
+    /// Print one room: its settings, ACL and, while the server runs, its members.
+    Show {
+        /// Room id.
+        id: String,
+    },
+    /// Delete a room, its history and ACL; members are taken out with reason room_deleted.
+    Delete {
+        /// Room id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolesCmd {
+    /// List roles and their permissions as JSON lines.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCmd {
+    /// List a user's stored sessions as JSON lines.
+    List {
+        /// The user id (the JWT `sub`).
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevocationsCmd {
+    /// List revocations as JSON lines.
+    List,
+}
+
+impl Command {
+    /// Commands that may run where no database exists yet: `serve` creates one,
+    /// `restore` fills an empty data root, and the rest never open it (`token` reads
+    /// only the JWT secret, and says where it looked when there is none; `config` reads
+    /// only the configuration).
+    pub fn needs_database(&self) -> bool {
+        !matches!(
+            self,
+            Command::Serve { .. }
+                | Command::Restore { .. }
+                | Command::Health { .. }
+                | Command::Token { .. }
+                | Command::Config { .. }
+        )
+    }
+}
+
+/// Parses `--ttl`: whole seconds, or an age with unit s/m/h/d; at least one second.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let secs = match s.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => parse_age_ms(s).map_err(|why| format!("--ttl {s:?}: {why}"))? / 1000,
+    };
+    if secs == 0 {
+        return Err("--ttl must be at least 1 second".into());
+    }
+    Ok(secs)
 }
 
 /// Parses `--since`: ms since the epoch, or an age with unit s/m/h/d.
@@ -180,21 +314,27 @@ pub fn parse_since(s: &str, now_ms: u64) -> Result<u64, String> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(ms);
     }
+    let age = parse_age_ms(s).map_err(|why| format!("--since {s:?}: {why}"))?;
+    Ok(now_ms.saturating_sub(age))
+}
+
+/// An age like 30s, 15m, 2h or 7d, in milliseconds.
+fn parse_age_ms(s: &str) -> Result<u64, String> {
     let Some(unit_char) = s.chars().last() else {
-        return Err("--since is empty".into());
+        return Err("empty".into());
     };
     let (num, unit) = s.split_at(s.len() - unit_char.len_utf8());
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("--since {s:?}: expected ms since the epoch or an age like 15m"))?;
-    let unit_ms = match unit {
+        .map_err(|_| "expected a number with a unit, like 15m".to_string())?;
+    let unit_ms: u64 = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("--since {s:?}: unit must be s, m, h or d")),
+        _ => return Err("unit must be s, m, h or d".into()),
     };
-    Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)))
+    Ok(n.saturating_mul(unit_ms))
 }
 
 #[cfg(test)]
@@ -208,5 +348,15 @@ mod tests {
         assert!(parse_since("2w", 0).is_err());
         assert!(parse_since("", 0).is_err());
         assert!(parse_since("5µ", 0).is_err());
+    }
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("2d"), Ok(172_800));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("1w").unwrap_err().contains("--ttl"));
     }
 }

@@ -1,9 +1,11 @@
 //! The one typed configuration. Layers, lowest first: built-in defaults (the seed's
 //! `websocketSecurityConfig` values), a TOML file, the environment (`ROOMGATE_*` plus the
 //! seed's `JWT_SECRET`, `WS_SECRET`, `ALLOWED_ORIGINS`), then command-line flags. Layers
-//! are merged as JSON values and deserialised once, so every field has exactly one
-//! definition here. This module owns parsing, merging and validation; it must never
-//! read secrets from the data root or open the store (that is `server`'s job), and it
+//! are merged as JSON values and deserialised into the one `Config`, so every field has
+//! exactly one definition here. Each key a layer sets keeps its source (file and line,
+//! variable, flag), and every problem is reported at once with its key and source. This
+//! module owns parsing, merging and validation; it must never read secrets from the data
+//! root, touch the data directory or open the store (that is `server`'s job), and it
 //! must never print a secret: `redacted()` is what gets logged.
 
 use std::collections::BTreeMap;
@@ -684,10 +686,71 @@ impl Default for StoreConfig {
     }
 }
 
+/// Where a configuration value came from; values nobody set are the built-in defaults
+/// and have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A key of the TOML file, at this line (1-based).
+    File { path: PathBuf, line: usize },
+    /// An environment variable, by name (its value is never shown: it may be a secret).
+    Env(String),
+    /// A command-line flag such as `--listen`.
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Source::Env(name) => f.write_str(name),
+            Source::Flag(flag) => f.write_str(flag),
+        }
+    }
+}
+
+/// One thing wrong with the configuration, shown as `key (source): message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the key it concerns (`rooms.max_participants`), when it concerns one.
+    pub key: Option<String>,
+    /// The layer that set that key, or the file position of a syntax error.
+    pub source: Option<Source>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.key, &self.source) {
+            (Some(key), Some(source)) => write!(f, "{key} ({source}): {}", self.message),
+            (Some(key), None) => write!(f, "{key}: {}", self.message),
+            (None, Some(source)) => write!(f, "{source}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl Problem {
+    fn new(key: Option<String>, source: Option<Source>, message: impl Into<String>) -> Problem {
+        Problem {
+            key,
+            source,
+            message: message.into(),
+        }
+    }
+}
+
 /// Errors loading the configuration: every problem found, not just the first.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
-pub struct ConfigError(pub Vec<String>);
+#[error("invalid configuration:\n  - {}", list(.0))]
+pub struct ConfigError(pub Vec<Problem>);
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n  - ")
+}
 
 /// Values given on the command line; they override every other layer.
 #[derive(Debug, Clone, Default)]
@@ -697,6 +760,47 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
+/// A configuration that loaded, with where its values came from (`roomgate config check`).
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    /// The TOML file read, if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables read: those that set a key, in the order they were
+    /// applied, then `ROOMGATE_CONFIG` and `ROOMGATE_ADMIN_PASSWORD` when used.
+    pub env: Vec<String>,
+    /// Flags that set a key.
+    pub flags: Vec<&'static str>,
+    /// Every key a layer set, by dotted path, with the layer that set it last.
+    pub sources: BTreeMap<String, Source>,
+}
+
+impl Checked {
+    /// One line naming the layers used, for `config check`.
+    pub fn summary(&self) -> String {
+        let mut layers = vec!["built-in defaults".to_string()];
+        if let Some(file) = &self.file {
+            layers.push(format!("file {}", file.display()));
+        }
+        match self.env.len() {
+            0 => {}
+            1 => layers.push(format!("1 environment variable ({})", self.env[0])),
+            n => layers.push(format!(
+                "{n} environment variables ({})",
+                self.env.join(", ")
+            )),
+        }
+        if !self.flags.is_empty() {
+            layers.push(format!("flags {}", self.flags.join(" ")));
+        }
+        format!("configuration OK: {}", layers.join(", "))
+    }
+}
+
+/// The fully commented example configuration, every option with its default
+/// (`roomgate config defaults`); tests/docs.rs checks it against the code.
+pub const DEFAULTS_TOML: &str = include_str!("../scripts/roomgate.toml");
+
 /// Environment variables that start with `ROOMGATE_` but are not config fields.
 const NON_CONFIG_ENV: &[&str] = &[
     "ROOMGATE_LOG",
@@ -704,6 +808,9 @@ const NON_CONFIG_ENV: &[&str] = &[
     "ROOMGATE_ADMIN_PASSWORD",
     "ROOMGATE_ENV",
 ];
+
+/// Fields whose values are secrets: a type error on one must not echo the value.
+const SECRET_KEYS: &[&str] = &["auth.jwt_secret", "auth.ws_secret", "metrics.token"];
 
 /// Room types the seed defines.
 pub const ROOM_TYPES: &[&str] = &["chat", "document", "collaboration", "notification"];
@@ -714,8 +821,24 @@ impl Config {
         overrides: &Overrides,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let mut problems = Vec::new();
-        let mut merged = serde_json::to_value(Config::default()).expect("defaults serialise");
+        Config::check(overrides, env).map(|c| c.config)
+    }
+
+    /// Loads like `load`, keeping where each value came from. Every problem is reported
+    /// at once: a value of the wrong type is reported with its key and source and then
+    /// replaced by its default, so that the remaining keys are still checked.
+    pub fn check(
+        overrides: &Overrides,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Checked, ConfigError> {
+        let defaults = serde_json::to_value(Config::default())
+            .map_err(|e| ConfigError(vec![Problem::new(None, None, e.to_string())]))?;
+        let mut layers = Layers {
+            merged: defaults.clone(),
+            defaults,
+            set: BTreeMap::new(),
+            problems: Vec::new(),
+        };
 
         let file = overrides
             .config_file
@@ -723,85 +846,65 @@ impl Config {
             .or_else(|| env.get("ROOMGATE_CONFIG").map(PathBuf::from));
         if let Some(path) = &file {
             match std::fs::read_to_string(path) {
-                Ok(text) => match toml::from_str::<toml::Value>(&text) {
-                    Ok(v) => match serde_json::to_value(v) {
-                        Ok(json) => merge(&mut merged, json),
-                        Err(e) => problems.push(format!("{}: {e}", path.display())),
-                    },
-                    Err(e) => problems.push(format!("{}: {}", path.display(), e.message())),
-                },
-                Err(e) => problems.push(format!("config file {}: {e}", path.display())),
+                Ok(text) => layers.apply_file(path, &text),
+                Err(e) => layers.problems.push(Problem::new(
+                    None,
+                    None,
+                    format!("config file {}: {e}", path.display()),
+                )),
             }
         }
-
-        apply_env(&mut merged, env, &mut problems);
-
+        let mut env_used = layers.apply_env(env);
+        if overrides.config_file.is_none() && file.is_some() {
+            env_used.push("ROOMGATE_CONFIG".into());
+        }
+        if env.contains_key("ROOMGATE_ADMIN_PASSWORD") {
+            env_used.push("ROOMGATE_ADMIN_PASSWORD".into());
+        }
+        let mut flags = Vec::new();
         if let Some(listen) = &overrides.listen {
-            merged["listen"] = Value::String(listen.clone());
+            layers.set(
+                &["listen".into()],
+                Value::String(listen.clone()),
+                Source::Flag("--listen"),
+            );
+            flags.push("--listen");
         }
         if let Some(dir) = &overrides.data_dir {
-            merged["data_dir"] = Value::String(dir.display().to_string());
+            layers.set(
+                &["data_dir".into()],
+                Value::String(dir.display().to_string()),
+                Source::Flag("--data"),
+            );
+            flags.push("--data");
         }
 
-        let mut config = Config::from_value(merged, &mut problems);
-        if let (Some(c), Some(p)) = (&mut config, env.get("ROOMGATE_ADMIN_PASSWORD")) {
-            c.accounts.admin_password = Some(Secret(p.clone()));
+        let Some(mut config) = layers.deserialise() else {
+            return Err(ConfigError(layers.problems));
+        };
+        if let Some(p) = env.get("ROOMGATE_ADMIN_PASSWORD") {
+            config.accounts.admin_password = Some(Secret(p.clone()));
         }
-        if let Some(config) = &config {
-            problems.extend(config.problems());
+        for message in config.problems() {
+            let problem = layers.attribute(message);
+            layers.problems.push(problem);
         }
-        match config {
-            Some(c) if problems.is_empty() => Ok(c),
-            _ => Err(ConfigError(problems)),
+        if !layers.problems.is_empty() {
+            return Err(ConfigError(layers.problems));
         }
+        Ok(Checked {
+            config,
+            file,
+            env: env_used,
+            flags,
+            sources: layers
+                .set
+                .into_iter()
+                .map(|(path, source)| (path.join("."), source))
+                .collect(),
+        })
     }
 
-    /// Deserialises section by section so that a type error in one section does not hide
-    /// the problems in the others.
-    fn from_value(value: Value, problems: &mut Vec<String>) -> Option<Config> {
-        let before = problems.len();
-        if let Value::Object(map) = &value {
-            for (key, section) in map {
-                let result = match key.as_str() {
-                    "auth" => serde_json::from_value::<AuthConfig>(section.clone()).map(drop),
-                    "accounts" => {
-                        serde_json::from_value::<AccountsConfig>(section.clone()).map(drop)
-                    }
-                    "connection" => {
-                        serde_json::from_value::<ConnectionConfig>(section.clone()).map(drop)
-                    }
-                    "rate_limits" => {
-                        serde_json::from_value::<RateLimitConfig>(section.clone()).map(drop)
-                    }
-                    "rooms" => serde_json::from_value::<RoomsConfig>(section.clone()).map(drop),
-                    "security" => {
-                        serde_json::from_value::<SecurityConfig>(section.clone()).map(drop)
-                    }
-                    "store" => serde_json::from_value::<StoreConfig>(section.clone()).map(drop),
-                    "notifications" => {
-                        serde_json::from_value::<NotificationsConfig>(section.clone()).map(drop)
-                    }
-                    "api" => serde_json::from_value::<ApiConfig>(section.clone()).map(drop),
-                    _ => Ok(()),
-                };
-                if let Err(e) = result {
-                    problems.push(format!("[{key}]: {e}"));
-                }
-            }
-        }
-        match serde_json::from_value::<Config>(value) {
-            Ok(c) if problems.len() == before => Some(c),
-            Ok(_) => None,
-            Err(e) => {
-                if problems.len() == before {
-                    problems.push(e.to_string());
-                }
-                None
-            }
-        }
-    }
-
-    /// Every semantic problem with this configuration.
     /// What production mode requires beyond the usual checks.
     fn production_problems(&self, p: &mut Vec<String>) {
         let sec = &self.security;
@@ -825,18 +928,22 @@ impl Config {
             if let Some(s) = secret
                 && let Some(why) = weak_secret(s.expose().as_bytes())
             {
-                p.push(format!("production mode refuses {name}: {why}"));
+                p.push(format!("{name}: production mode refuses it: {why}"));
             }
         }
     }
 
+    /// Every semantic problem with this configuration, each starting with the path of
+    /// the key it concerns (which `check` uses to name the key's source).
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.mode == Mode::Production {
             self.production_problems(&mut p);
         }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            p.push("tls.cert_file and tls.key_file must be set together".into());
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => p.push("tls.cert_file is set but tls.key_file is not".into()),
+            (None, Some(_)) => p.push("tls.key_file is set but tls.cert_file is not".into()),
+            _ => {}
         }
         if self.tls.reload_check_secs > 86_400 {
             p.push("tls.reload_check_secs must be at most 86400".into());
@@ -853,7 +960,9 @@ impl Config {
             ("ws_secret", &a.ws_secret, &a.ws_secret_file),
         ] {
             if secret.is_some() && file.is_some() {
-                p.push(format!("auth.{name} and auth.{name}_file are both set"));
+                p.push(format!(
+                    "auth.{name}: auth.{name}_file is set too; give only one"
+                ));
             }
             if let Some(s) = secret
                 && s.0.is_empty()
@@ -911,26 +1020,35 @@ impl Config {
             }
         }
         let ac = &self.accounts;
-        if ac.issuer.is_empty() || ac.audience.is_empty() {
-            p.push("accounts.issuer and accounts.audience must not be empty".into());
+        for (name, value) in [("issuer", &ac.issuer), ("audience", &ac.audience)] {
+            if value.is_empty() {
+                p.push(format!("accounts.{name} must not be empty"));
+            }
         }
-        if ac.access_token_secs == 0 || ac.refresh_token_secs == 0 {
-            p.push("accounts.access_token_secs and refresh_token_secs must be positive".into());
+        for (name, value) in [
+            ("access_token_secs", ac.access_token_secs),
+            ("refresh_token_secs", ac.refresh_token_secs),
+            ("argon2_iterations", u64::from(ac.argon2_iterations)),
+            ("argon2_parallelism", u64::from(ac.argon2_parallelism)),
+        ] {
+            if value == 0 {
+                p.push(format!("accounts.{name} must be positive"));
+            }
         }
-        if ac.argon2_memory_kib < 8 * ac.argon2_parallelism.max(1)
-            || ac.argon2_iterations == 0
-            || ac.argon2_parallelism == 0
-        {
-            p.push("accounts.argon2_*: memory must be at least 8 KiB per lane, iterations and parallelism positive".into());
+        if ac.argon2_memory_kib < 8 * ac.argon2_parallelism.max(1) {
+            p.push(
+                "accounts.argon2_memory_kib must be at least 8 KiB per lane (argon2_parallelism)"
+                    .into(),
+            );
         }
         if ac.hash_concurrency == 0 {
             p.push("accounts.hash_concurrency must be positive".into());
         }
-        if ac.min_password_chars == 0 || ac.max_password_bytes < 64 {
-            p.push(
-                "accounts.min_password_chars must be positive and max_password_bytes at least 64"
-                    .into(),
-            );
+        if ac.min_password_chars == 0 {
+            p.push("accounts.min_password_chars must be positive".into());
+        }
+        if ac.max_password_bytes < 64 {
+            p.push("accounts.max_password_bytes must be at least 64".into());
         }
         for (name, q) in [("login", ac.login), ("failed_logins", ac.failed_logins)] {
             if q.points == 0 || q.duration_secs == 0 {
@@ -1066,8 +1184,11 @@ impl Config {
         if s.max_message_length == 0 {
             p.push("security.max_message_length must be positive".into());
         }
-        if s.log_retention_days == 0 || s.max_security_events == 0 {
-            p.push("security.log_retention_days and max_security_events must be positive".into());
+        if s.log_retention_days == 0 {
+            p.push("security.log_retention_days must be positive".into());
+        }
+        if s.max_security_events == 0 {
+            p.push("security.max_security_events must be positive".into());
         }
         let api = &self.api;
         if api.max_body_bytes < 1024 || api.max_body_bytes > 64 * 1024 * 1024 {
@@ -1165,11 +1286,15 @@ impl Config {
         if st.cache_capacity_bytes < 1024 * 1024 {
             p.push("store.cache_capacity_bytes must be at least 1 MiB".into());
         }
-        if st.flush_every_ms == 0 || st.sweep_interval_secs == 0 {
-            p.push("store.flush_every_ms and sweep_interval_secs must be positive".into());
-        }
-        if st.audit_queue == 0 || st.history_queue == 0 {
-            p.push("store.audit_queue and history_queue must be positive".into());
+        for (name, value) in [
+            ("flush_every_ms", st.flush_every_ms),
+            ("sweep_interval_secs", st.sweep_interval_secs),
+            ("audit_queue", st.audit_queue as u64),
+            ("history_queue", st.history_queue as u64),
+        ] {
+            if value == 0 {
+                p.push(format!("store.{name} must be positive"));
+            }
         }
         let n = &self.notifications;
         for (name, v) in [
@@ -1254,60 +1379,323 @@ fn check_name(problems: &mut Vec<String>, field: &str, name: &str) {
     }
 }
 
-/// Recursively overlays `top` onto `base`; objects merge, everything else replaces.
-fn merge(base: &mut Value, top: Value) {
-    match (base, top) {
-        (Value::Object(b), Value::Object(t)) => {
-            for (k, v) in t {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
+/// The layers being merged: defaults, then each layer's keys written over them, with
+/// the source of every key a layer set.
+struct Layers {
+    defaults: Value,
+    merged: Value,
+    /// Key path (segments) to the layer that set it last.
+    set: BTreeMap<Vec<String>, Source>,
+    problems: Vec<Problem>,
+}
+
+impl Layers {
+    /// Writes one key; a later layer replaces the value and the source of the key and of
+    /// everything under it.
+    fn set(&mut self, path: &[String], value: Value, source: Source) {
+        if let Some(slot) = at_mut(&mut self.merged, path) {
+            *slot = value;
+            self.set.retain(|p, _| !p.starts_with(path));
+            self.set.insert(path.to_vec(), source);
+        }
+    }
+
+    /// The TOML file. Values come from `toml::Value` (one conversion for every TOML
+    /// type); the line of each key comes from a second, spanned parse.
+    fn apply_file(&mut self, path: &Path, text: &str) {
+        let file_source = |offset: usize| Source::File {
+            path: path.to_path_buf(),
+            line: line_of(text, offset),
+        };
+        let spanned = match toml::de::DeTable::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let source = e
+                    .span()
+                    .map(|s| file_source(s.start))
+                    .unwrap_or(Source::File {
+                        path: path.to_path_buf(),
+                        line: 1,
+                    });
+                self.problems
+                    .push(Problem::new(None, Some(source), e.message().trim_end()));
+                return;
+            }
+        };
+        let mut lines = BTreeMap::new();
+        key_lines(spanned.get_ref(), &mut Vec::new(), text, &mut lines);
+        let parsed = toml::from_str::<toml::Value>(text).map(|mut v| {
+            datetimes_as_text(&mut v);
+            serde_json::to_value(v)
+        });
+        let json = match parsed {
+            Ok(Ok(json)) => json,
+            Ok(Err(e)) => {
+                self.problems
+                    .push(Problem::new(None, Some(file_source(0)), e.to_string()));
+                return;
+            }
+            Err(e) => {
+                self.problems.push(Problem::new(
+                    None,
+                    Some(file_source(e.span().map_or(0, |s| s.start))),
+                    e.message().trim_end(),
+                ));
+                return;
+            }
+        };
+        let mut leaves = Vec::new();
+        file_leaves(&self.defaults, json, &mut Vec::new(), &mut leaves);
+        for (key, value) in leaves {
+            let line = lines.get(&key).copied().unwrap_or(1);
+            let source = Source::File {
+                path: path.to_path_buf(),
+                line,
+            };
+            match value {
+                Some(value) => self.set(&key, value, source),
+                None => {
+                    let message = if key == ["accounts", "admin_password"] {
+                        "unknown key (the first admin's password is read from ROOMGATE_ADMIN_PASSWORD only)"
+                    } else {
+                        "unknown key"
+                    };
+                    self.problems
+                        .push(Problem::new(Some(key.join(".")), Some(source), message));
                 }
             }
         }
-        (slot, top) => *slot = top,
+    }
+
+    /// `ROOMGATE_SECTION__FIELD=value` sets `section.field`; a value is read as JSON when
+    /// it parses as JSON of the field's type, as a comma-separated list for list fields,
+    /// and as a string otherwise. Unknown `ROOMGATE_*` names are problems, so typos do not
+    /// pass silently. Returns the names of the variables that set a key.
+    fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Vec<String> {
+        let seed = [
+            ("JWT_SECRET", "auth__jwt_secret"),
+            ("WS_SECRET", "auth__ws_secret"),
+            ("ALLOWED_ORIGINS", "security__allowed_origins"),
+            // The conventional name; `ROOMGATE_MODE` is the field's own and wins.
+            ("ROOMGATE_ENV", "mode"),
+        ];
+        let mut settings: Vec<(String, String, String)> = Vec::new();
+        for (name, path) in seed {
+            if let Some(v) = env.get(name) {
+                settings.push((name.to_string(), path.to_string(), v.clone()));
+            }
+        }
+        for (name, v) in env {
+            if let Some(rest) = name.strip_prefix("ROOMGATE_") {
+                if NON_CONFIG_ENV.contains(&name.as_str()) {
+                    continue;
+                }
+                settings.push((name.clone(), rest.to_ascii_lowercase(), v.clone()));
+            }
+        }
+        let mut used = Vec::new();
+        // Seed names first, so ROOMGATE_* wins where both are given.
+        for (name, path, raw) in settings {
+            let key: Vec<String> = path.split("__").map(str::to_string).collect();
+            // The field's own type decides how the text is read, not whatever a lower
+            // layer put there.
+            let Some(current) = at(&self.defaults, &key).or_else(|| at(&self.merged, &key)) else {
+                self.problems.push(Problem::new(
+                    Some(key.join(".")),
+                    Some(Source::Env(name)),
+                    "unknown key: no such configuration field",
+                ));
+                continue;
+            };
+            let value = env_value(current, &raw);
+            self.set(&key, value, Source::Env(name.clone()));
+            used.push(name);
+        }
+        used
+    }
+
+    /// Deserialises the merged layers. Each key a layer set is first tried alone on the
+    /// defaults, so a type error is reported with its key and source; the key then falls
+    /// back to its default so that the semantic checks still run on the rest.
+    fn deserialise(&mut self) -> Option<Config> {
+        let set: Vec<(Vec<String>, Source)> = self
+            .set
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (key, source) in set {
+            let (Some(value), Some(default)) = (at(&self.merged, &key), at(&self.defaults, &key))
+            else {
+                // Inside an array a file supplied: checked with the whole below.
+                continue;
+            };
+            let (value, default) = (value.clone(), default.clone());
+            let mut probe = self.defaults.clone();
+            if let Some(slot) = at_mut(&mut probe, &key) {
+                *slot = value;
+            }
+            if let Err(e) = serde_json::from_value::<Config>(probe) {
+                let dotted = key.join(".");
+                let message = if SECRET_KEYS.contains(&dotted.as_str()) {
+                    "invalid type: expected a string".to_string()
+                } else {
+                    e.to_string()
+                };
+                self.problems
+                    .push(Problem::new(Some(dotted), Some(source), message));
+                if let Some(slot) = at_mut(&mut self.merged, &key) {
+                    *slot = default;
+                }
+                self.set.remove(&key);
+            }
+        }
+        match serde_json::from_value::<Config>(self.merged.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.problems.push(Problem::new(None, None, e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Turns a semantic problem, which starts with the path of its key
+    /// ("rooms.max_participants must be positive"), into a `Problem` carrying that key and
+    /// the source of the key, of the nearest set key under it, or of the nearest above it.
+    fn attribute(&self, message: String) -> Problem {
+        // Production mode's demands are there because of the mode.
+        if message.starts_with("production mode") {
+            let key = vec!["mode".to_string()];
+            return Problem::new(Some("mode".into()), self.source_of(&key), message);
+        }
+        let token_len = message
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c)))
+            .unwrap_or(message.len());
+        let token = &message[..token_len];
+        // `auth.issuers[1].algorithm` is looked up as `auth.issuers.algorithm`.
+        let path: Vec<String> = token
+            .split('.')
+            .map(|s| s.split('[').next().unwrap_or(s).to_string())
+            .collect();
+        if token.is_empty() || !known(&self.defaults, &path) {
+            return Problem::new(None, None, message);
+        }
+        let rest = message[token_len..].trim_start_matches(':').trim_start();
+        Problem::new(Some(token.to_string()), self.source_of(&path), rest)
+    }
+
+    fn source_of(&self, path: &[String]) -> Option<Source> {
+        if let Some(s) = self.set.get(path) {
+            return Some(s.clone());
+        }
+        let below = self
+            .set
+            .range(path.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(path))
+            .map(|(_, s)| s)
+            .next();
+        if let Some(s) = below {
+            return Some(s.clone());
+        }
+        (1..path.len())
+            .rev()
+            .find_map(|n| self.set.get(&path[..n]))
+            .cloned()
     }
 }
 
-/// `ROOMGATE_SECTION__FIELD=value` sets `section.field`; a value is read as JSON when it
-/// parses as JSON of the field's type, as a comma-separated list for list fields, and as
-/// a string otherwise. Unknown `ROOMGATE_*` names are problems, so typos do not pass silently.
-fn apply_env(merged: &mut Value, env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
-    let seed = [
-        ("JWT_SECRET", "auth__jwt_secret"),
-        ("WS_SECRET", "auth__ws_secret"),
-        ("ALLOWED_ORIGINS", "security__allowed_origins"),
-        // The conventional name; `ROOMGATE_MODE` is the field's own and wins.
-        ("ROOMGATE_ENV", "mode"),
-    ];
-    let mut settings: Vec<(String, String, String)> = Vec::new();
-    for (name, path) in seed {
-        if let Some(v) = env.get(name) {
-            settings.push((name.to_string(), path.to_string(), v.clone()));
+/// Line (1-based) of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of every key in a parsed file, tables included; the keys inside an array of
+/// tables are not listed (they are attributed to the array's key).
+fn key_lines(
+    table: &toml::de::DeTable<'_>,
+    prefix: &mut Vec<String>,
+    text: &str,
+    out: &mut BTreeMap<Vec<String>, usize>,
+) {
+    for (key, value) in table.iter() {
+        prefix.push(key.get_ref().to_string());
+        out.entry(prefix.clone())
+            .or_insert_with(|| line_of(text, key.span().start));
+        if let toml::de::DeValue::Table(inner) = value.get_ref() {
+            key_lines(inner, prefix, text, out);
+        }
+        prefix.pop();
+    }
+}
+
+/// The keys a file sets, walked beside the defaults: a table where the defaults have a
+/// table is descended into; a key the defaults lack is unknown (`None`), and nothing
+/// under it is listed; anything else is one value to set.
+fn file_leaves(
+    defaults: &Value,
+    value: Value,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, Option<Value>)>,
+) {
+    let Value::Object(map) = value else {
+        return;
+    };
+    for (key, v) in map {
+        prefix.push(key.clone());
+        match defaults.get(&key) {
+            None => out.push((prefix.clone(), None)),
+            Some(d @ Value::Object(_)) if v.is_object() => file_leaves(d, v, prefix, out),
+            Some(_) => out.push((prefix.clone(), Some(v))),
+        }
+        prefix.pop();
+    }
+}
+
+/// No field is a date: a TOML datetime is read as the text written, so that it meets the
+/// field's own check instead of serde's private datetime wrapper.
+fn datetimes_as_text(v: &mut toml::Value) {
+    match v {
+        toml::Value::Datetime(d) => *v = toml::Value::String(d.to_string()),
+        toml::Value::Array(a) => a.iter_mut().for_each(datetimes_as_text),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| datetimes_as_text(v)),
+        _ => {}
+    }
+}
+
+/// Whether a key path names a field (or something inside a list field).
+fn known(defaults: &Value, path: &[String]) -> bool {
+    let mut v = defaults;
+    for seg in path {
+        match v {
+            Value::Object(m) => match m.get(seg) {
+                Some(next) => v = next,
+                None => return false,
+            },
+            Value::Array(_) => return true,
+            _ => return false,
         }
     }
-    for (name, v) in env {
-        if let Some(rest) = name.strip_prefix("ROOMGATE_") {
-            if NON_CONFIG_ENV.contains(&name.as_str()) {
-                continue;
-            }
-            settings.push((name.clone(), rest.to_ascii_lowercase(), v.clone()));
-        }
-    }
-    // Seed names first, so ROOMGATE_* wins where both are given.
-    for (name, path, raw) in settings {
-        let pointer = format!("/{}", path.replace("__", "/"));
-        match merged.pointer_mut(&pointer) {
-            // Optional fields default to null but still exist as keys.
-            Some(slot) => {
-                let value = env_value(slot, &raw);
-                *slot = value;
-            }
-            None => problems.push(format!("{name}: no such configuration field")),
-        }
-    }
+    true
+}
+
+fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, seg| match v {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn at_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v, |v, seg| match v {
+        Value::Object(m) => m.get_mut(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+        _ => None,
+    })
 }
 
 fn env_value(current: &Value, raw: &str) -> Value {
@@ -1425,11 +1813,17 @@ mod tests {
         // Production lists every missing piece at once.
         let err = load_env(&[("ROOMGATE_ENV", "production"), ("JWT_SECRET", "short")])
             .unwrap_err()
-            .0
-            .join("\n");
+            .to_string();
         assert!(err.contains("needs TLS"), "{err}");
         assert!(err.contains("allowed_origins"), "{err}");
-        assert!(err.contains("auth.jwt_secret: it is 5 bytes"), "{err}");
+        assert!(
+            err.contains("auth.jwt_secret (JWT_SECRET): production mode refuses it: it is 5 bytes"),
+            "{err}"
+        );
+        assert!(
+            err.contains("mode (ROOMGATE_ENV): production mode needs TLS"),
+            "{err}"
+        );
         // The seed's placeholder and one repeated character are refused at any length.
         for weak in [
             "your-secret-key-but-made-very-long-0123456789",
@@ -1443,8 +1837,7 @@ mod tests {
                 ("ROOMGATE_AUTH__WS_SECRET", weak),
             ])
             .unwrap_err()
-            .0
-            .join("\n");
+            .to_string();
             assert!(err.contains("auth.ws_secret"), "{err}");
         }
         // Behind a trusted proxy with origins and strong (or generated) secrets: fine.
@@ -1464,7 +1857,7 @@ mod tests {
             ("ROOMGATE_SECURITY__ALLOWED_ORIGINS", "https://chat.example"),
         ])
         .unwrap_err();
-        assert!(err.0.iter().any(|p| p.contains("needs TLS")));
+        assert!(err.0.iter().any(|p| p.message.contains("needs TLS")));
         assert!(
             load_env(&[
                 ("ROOMGATE_ENV", "production"),
@@ -1513,34 +1906,236 @@ mod tests {
         assert_eq!(cfg.auth.jwt_secret.unwrap().0, "roomgate-secret");
     }
 
-    #[test]
-    fn every_problem_is_listed() {
-        let err = Config::load(
-            &Overrides::default(),
-            &env(&[
-                ("ROOMGATE_LISTEN", "nowhere"),
-                ("ROOMGATE_RATE_LIMITS__AUTH__POINTS", "0"),
-                ("ROOMGATE_ROOMS__DEFAULT_TYPE", "party"),
-                ("ROOMGATE_NO_SUCH", "1"),
-                ("ROOMGATE_CONNECTION__MAX_FRAME_BYTES", "\"big\""),
-            ]),
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        for needle in ["ROOMGATE_NO_SUCH", "[connection]"] {
-            assert!(text.contains(needle), "{needle} missing from {text}");
+    /// Writes `text` to a temporary `roomgate.toml`; the directory lives as long as the guard.
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomgate.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn with_file(path: &Path) -> Overrides {
+        Overrides {
+            config_file: Some(path.to_path_buf()),
+            ..Overrides::default()
         }
-        // Type errors stop semantic checks; fix them and the rest shows.
-        let err = Config::load(
-            &Overrides::default(),
+    }
+
+    fn lines(err: &ConfigError) -> Vec<String> {
+        err.0.iter().map(Problem::to_string).collect()
+    }
+
+    #[test]
+    fn provenance_names_file_lines_environment_variables_and_flags() {
+        let (_dir, path) = file(
+            "# comment\n\
+             listen = \"127.0.0.1:9000\"\n\
+             \n\
+             [rooms]\n\
+             max_participants = 5\n\
+             message_history = 7\n\
+             \n\
+             [rooms.retention.chat]\n\
+             max_messages = 3\n\
+             \n\
+             [accounts]\n\
+             login = { points = 3, duration_secs = 9 }\n\
+             \n\
+             [[auth.issuers]]\n\
+             issuer = \"https://idp.example\"\n\
+             algorithm = \"RS256\"\n\
+             public_key_file = \"k.pem\"\n",
+        );
+        let checked = Config::check(
+            &Overrides {
+                config_file: Some(path.clone()),
+                listen: Some("127.0.0.1:9100".into()),
+                data_dir: Some("/tmp/somewhere".into()),
+            },
             &env(&[
-                ("ROOMGATE_LISTEN", "nowhere"),
+                ("ROOMGATE_ROOMS__MAX_PARTICIPANTS", "9"),
+                ("JWT_SECRET", "seed-secret"),
+                ("ROOMGATE_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        let at = |line| Source::File {
+            path: path.clone(),
+            line,
+        };
+        let expected = [
+            // An inline table is a table: each of its keys is set.
+            ("accounts.login.duration_secs", at(12)),
+            ("accounts.login.points", at(12)),
+            ("auth.issuers", at(14)),
+            ("auth.jwt_secret", Source::Env("JWT_SECRET".into())),
+            ("data_dir", Source::Flag("--data")),
+            ("listen", Source::Flag("--listen")),
+            (
+                "rooms.max_participants",
+                Source::Env("ROOMGATE_ROOMS__MAX_PARTICIPANTS".into()),
+            ),
+            ("rooms.message_history", at(6)),
+            ("rooms.retention.chat.max_messages", at(9)),
+        ];
+        let expected: BTreeMap<String, Source> = expected
+            .into_iter()
+            .map(|(k, s)| (k.to_string(), s))
+            .collect();
+        // Only what a layer set has a source; defaults have none.
+        assert_eq!(checked.sources, expected);
+        assert_eq!(checked.config.rooms.max_participants, 9);
+        assert_eq!(checked.config.accounts.login.points, 3);
+        assert_eq!(checked.config.auth.issuers.len(), 1);
+        let summary = checked.summary();
+        assert!(summary.starts_with("configuration OK"), "{summary}");
+        assert!(summary.contains(&path.display().to_string()), "{summary}");
+        assert!(
+            summary
+                .contains("2 environment variables (JWT_SECRET, ROOMGATE_ROOMS__MAX_PARTICIPANTS)"),
+            "{summary}"
+        );
+        assert!(summary.contains("--listen --data"), "{summary}");
+        // The file named by ROOMGATE_CONFIG is attributed the same way.
+        let by_env = Config::check(
+            &Overrides::default(),
+            &env(&[("ROOMGATE_CONFIG", &path.display().to_string())]),
+        )
+        .unwrap();
+        assert_eq!(by_env.file.as_ref(), Some(&path));
+        assert_eq!(by_env.env, ["ROOMGATE_CONFIG"]);
+        assert_eq!(by_env.sources["rooms.message_history"], at(6));
+    }
+
+    #[test]
+    fn type_unknown_and_semantic_problems_are_listed_together_with_their_sources() {
+        let (_dir, path) = file(
+            "[rooms]\n\
+             max_participants = \"x\"\n\
+             message_history = 0\n\
+             max_participant = 4\n\
+             [roomz]\n\
+             a = 1\n",
+        );
+        let err = Config::load(
+            &with_file(&path),
+            &env(&[
+                ("ROOMGATE_CONNECTION__MAX_FRAME_BYTES", "big"),
+                ("ROOMGATE_NO_SUCH", "1"),
                 ("ROOMGATE_RATE_LIMITS__AUTH__POINTS", "0"),
-                ("ROOMGATE_ROOMS__DEFAULT_TYPE", "party"),
             ]),
         )
         .unwrap_err();
-        assert_eq!(err.0.len(), 3, "{:?}", err.0);
+        let p = path.display();
+        let mut got = lines(&err);
+        got.sort();
+        let mut want = vec![
+            format!("rooms.max_participant ({p}:4): unknown key"),
+            format!("roomz ({p}:5): unknown key"),
+            format!("rooms.max_participants ({p}:2): invalid type: string \"x\", expected u32"),
+            format!("rooms.message_history ({p}:3): must be positive"),
+            "connection.max_frame_bytes (ROOMGATE_CONNECTION__MAX_FRAME_BYTES): invalid type: string \"big\", expected usize".to_string(),
+            "no_such (ROOMGATE_NO_SUCH): unknown key: no such configuration field".to_string(),
+            "rate_limits.auth (ROOMGATE_RATE_LIMITS__AUTH__POINTS): points and duration_secs must be positive".to_string(),
+        ];
+        want.sort();
+        // The mistyped keys fell back to their defaults, so they add no semantic problem.
+        assert_eq!(got, want);
+        // The error's own text lists them all too (serve prints it).
+        let text = err.to_string();
+        assert!(text.starts_with("invalid configuration:\n  - "), "{text}");
+        assert_eq!(text.matches("\n  - ").count(), 7, "{text}");
+    }
+
+    #[test]
+    fn semantic_problems_take_the_source_of_the_key_below_or_above() {
+        let (_dir, path) = file(
+            "[accounts.login]\n\
+             duration_secs = 60\n\
+             points = 0\n\
+             \n\
+             [[auth.issuers]]\n\
+             issuer = \"https://idp.example\"\n\
+             algorithm = \"HS256\"\n\
+             public_key_file = \"k.pem\"\n",
+        );
+        let err =
+            Config::load(&with_file(&path), &env(&[("ROOMGATE_ENV", "production")])).unwrap_err();
+        let p = path.display();
+        let got = lines(&err);
+        for want in [
+            // The section's nearest set key below it.
+            format!("accounts.login ({p}:2): points and duration_secs must be positive"),
+            // Inside an array of tables: the array's key.
+            format!(
+                "auth.issuers[0].algorithm ({p}:5): \"HS256\" is not one of RS256, ES256, EdDSA"
+            ),
+            // Production's demands are the mode's.
+            "mode (ROOMGATE_ENV): production mode needs security.allowed_origins (the sites allowed to open /ws)".to_string(),
+        ] {
+            assert!(got.contains(&want), "{want:?} not in {got:#?}");
+        }
+        // An unset key's problem has no source.
+        let mut c = Config::default();
+        c.rooms.max_participants = 0;
+        assert_eq!(c.problems(), ["rooms.max_participants must be positive"]);
+    }
+
+    #[test]
+    fn syntax_errors_and_bad_tables_are_placed_in_the_file() {
+        let (_dir, path) = file("[rooms]\nmax_participants = 1\n[rooms\n");
+        let err = Config::load(&with_file(&path), &env(&[])).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{:?}", err.0);
+        assert_eq!(
+            err.0[0].source,
+            Some(Source::File {
+                path: path.clone(),
+                line: 3
+            })
+        );
+        assert_eq!(err.0[0].key, None);
+        // A table's type error names the table; an entry of an array of tables missing a
+        // field names the array.
+        let (_dir2, path) = file("rooms = 5\n\n[[auth.issuers]]\nissuer = \"x\"\n");
+        let got = lines(&Config::load(&with_file(&path), &env(&[])).unwrap_err());
+        let p = path.display();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!("auth.issuers ({p}:3): missing field `algorithm`")),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with(&format!("rooms ({p}:1): invalid type: integer `5`")),
+            "{got:?}"
+        );
+        // A datetime where a table belongs is a type error, not a table of unknown keys.
+        let (_dir3, path) = file("[rooms]\nretention = 1979-05-27\n");
+        let got = lines(&Config::load(&with_file(&path), &env(&[])).unwrap_err());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "rooms.retention ({}:2): invalid type: string \"1979-05-27\"",
+                path.display()
+            )),
+            "{got:?}"
+        );
+        // A missing file is named.
+        let missing = path.with_file_name("missing.toml");
+        let got = lines(&Config::load(&with_file(&missing), &env(&[])).unwrap_err());
+        assert!(got[0].contains("missing.toml"), "{got:?}");
+    }
+
+    #[test]
+    fn a_mistyped_secret_is_not_echoed() {
+        let (_dir, path) = file("[auth]\nws_secret = 918273645546372819\n");
+        let got = lines(&Config::load(&with_file(&path), &env(&[])).unwrap_err());
+        assert_eq!(
+            got,
+            [format!(
+                "auth.ws_secret ({}:2): invalid type: expected a string",
+                path.display()
+            )]
+        );
     }
 
     #[test]

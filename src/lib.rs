@@ -21,6 +21,7 @@ pub mod config;
 pub mod conn;
 pub mod content;
 pub mod control;
+pub mod health;
 pub mod history;
 pub mod http;
 pub mod hub;

@@ -8,7 +8,10 @@ use std::io::Read;
 use anyhow::{Context, bail};
 use clap::Parser;
 use roomgate::admin::{self, Request, Target};
-use roomgate::cli::{ApikeyCmd, Cli, Command, RoomCmd, UserCmd, parse_since};
+use roomgate::cli::{
+    ApikeyCmd, Cli, Command, ConfigCmd, RevocationsCmd, RolesCmd, RoomCmd, SessionsCmd, UserCmd,
+    parse_since, parse_ttl,
+};
 use roomgate::config::{Config, LogFormat, Overrides};
 use roomgate::protocol::now_ms;
 use roomgate::server::Server;
@@ -57,14 +60,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen,
         data_dir: cli.global.data.clone(),
     };
+    // Before the configuration is loaded for use: `config check` reports a bad one.
+    if let Some(Command::Config { cmd }) = &cli.command {
+        return config_command(cmd, &overrides, &env);
+    }
     let cfg = Config::load(&overrides, &env)?;
+    if let Some(command) = &cli.command
+        && command.needs_database()
+    {
+        require_database(&cfg)?;
+    }
     let request = match cli.command {
         None | Some(Command::Serve { .. }) => return serve(cfg).await,
+        Some(Command::Health { url, timeout }) => return health(&cfg, url, timeout).await,
+        Some(Command::Token {
+            user,
+            roles,
+            email,
+            ttl,
+            force,
+        }) => return mint_token(&cfg, &user, &roles, email.as_deref(), &ttl, force),
         Some(Command::User { cmd }) => match cmd {
-            UserCmd::Roles { id, set } => Request::UserRoles {
+            UserCmd::Roles {
+                id,
+                set: Some(roles),
+                clear: false,
+            } => Request::UserRoles { user_id: id, roles },
+            UserCmd::Roles {
+                id, clear: true, ..
+            } => Request::UserRoles {
                 user_id: id,
-                roles: set,
+                roles: Vec::new(),
             },
+            UserCmd::Roles { id, .. } => Request::UserRolesShow { user_id: id },
             UserCmd::Add {
                 name,
                 email,
@@ -85,26 +113,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             UserCmd::Delete { name } => Request::UserDelete { username: name },
             UserCmd::List => Request::UserList,
         },
-        Some(Command::Room {
-            cmd:
-                RoomCmd::Create {
-                    id,
-                    kind,
-                    name,
-                    read,
-                    write,
-                    admin,
-                    max,
-                },
-        }) => Request::RoomCreate {
-            id,
-            name,
-            kind,
-            read,
-            write,
-            admin,
-            max_participants: max,
+        Some(Command::Room { cmd }) => match cmd {
+            RoomCmd::Create {
+                id,
+                kind,
+                name,
+                read,
+                write,
+                admin,
+                max,
+            } => Request::RoomCreate {
+                id,
+                name,
+                kind,
+                read,
+                write,
+                admin,
+                max_participants: max,
+            },
+            RoomCmd::List => Request::RoomList,
+            RoomCmd::Show { id } => Request::RoomShow { id },
+            RoomCmd::Delete { id } => Request::RoomDelete { id },
         },
+        Some(Command::Roles {
+            cmd: RolesCmd::List,
+        }) => Request::RoleList,
+        Some(Command::Sessions {
+            cmd: SessionsCmd::List { user },
+        }) => Request::SessionList { user_id: user },
+        Some(Command::Revocations {
+            cmd: RevocationsCmd::List,
+        }) => Request::RevocationList,
         Some(Command::Apikey { cmd }) => match cmd {
             ApikeyCmd::Create { name, scopes } => Request::ApikeyCreate { name, scopes },
             ApikeyCmd::List => Request::ApikeyList,
@@ -133,6 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             (None, None, Some(u)) => Request::RevokeUser { user_id: u },
             _ => bail!("give exactly one of --token, --jti or --user"),
         },
+        // Handled before the load above; kept here so the match stays exhaustive.
+        Some(Command::Config { cmd }) => return config_command(&cmd, &overrides, &env),
         Some(Command::Stats) => Request::Stats,
         Some(Command::Backup { file }) => {
             let path = std::path::absolute(&file)
@@ -157,7 +198,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let is_lines = matches!(
         request,
-        Request::Events { .. } | Request::UserList | Request::ApikeyList
+        Request::Events { .. }
+            | Request::UserList
+            | Request::ApikeyList
+            | Request::RoomList
+            | Request::RoleList
+            | Request::SessionList { .. }
+            | Request::RevocationList
     );
     let result = operate(&cfg, request).await?;
     match (is_lines, result) {
@@ -167,6 +214,116 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         (_, other) => println!("{}", serde_json::to_string_pretty(&other)?),
+    }
+    Ok(())
+}
+
+/// Operator commands act on an existing database: one run from the wrong directory must
+/// not create an empty database beside it and report success there.
+fn require_database(cfg: &Config) -> anyhow::Result<()> {
+    let db = cfg.data_dir.join("db");
+    if db.is_dir() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(&db).unwrap_or(db);
+    bail!(
+        "no roomgate database in the data root {} (looked for {}); pass --data DIR or set ROOMGATE_DATA_DIR to the server's data root, or start the server once with `roomgate serve` to create one",
+        cfg.data_dir.display(),
+        shown.display()
+    )
+}
+
+/// `roomgate token USER`: a development token signed with the server's JWT secret.
+fn mint_token(
+    cfg: &Config,
+    user: &str,
+    roles: &[String],
+    email: Option<&str>,
+    ttl: &str,
+    force: bool,
+) -> anyhow::Result<()> {
+    if cfg.mode == roomgate::config::Mode::Production && !force {
+        bail!(
+            "refusing to mint a test token in production mode: tokens should come from your identity provider or POST /auth/login (pass --force if you mean it)"
+        );
+    }
+    if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
+        bail!("USER must be 1-256 bytes without control characters");
+    }
+    let ttl_secs = parse_ttl(ttl).map_err(anyhow::Error::msg)?;
+    let secret = roomgate::secrets::existing_jwt_secret(cfg)?;
+    let token = roomgate::auth::mint_test_token(
+        &secret,
+        &roomgate::auth::TestToken {
+            sub: user,
+            email,
+            roles,
+            issuer: cfg.auth.issuer.as_deref(),
+            audience: cfg.auth.audience.as_deref(),
+            now_secs: now_ms() / 1000,
+            ttl_secs,
+        },
+    )
+    .context("signing the token")?;
+    if !roles.is_empty() && !cfg.auth.trust_role_claims {
+        eprintln!(
+            "roomgate: note: auth.trust_role_claims is false, so the server ignores this token's roles claim; store roles with `roomgate user roles {user} --set ...`"
+        );
+    }
+    println!("{token}");
+    Ok(())
+}
+
+/// `roomgate health`: exit 0 when GET /readyz answers 200, an error (exit 1) otherwise.
+async fn health(cfg: &Config, url: Option<String>, timeout_secs: u64) -> anyhow::Result<()> {
+    let base = match url {
+        Some(u) => u,
+        None => {
+            if cfg.tls.cert_file.is_some() {
+                bail!(
+                    "the server serves TLS; give --url http://... of a plain listener, or check /readyz with a TLS client"
+                );
+            }
+            format!(
+                "http://{}",
+                roomgate::health::local_address(cfg.listen_addr())
+            )
+        }
+    };
+    let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+    let answer = tokio::time::timeout(timeout, roomgate::health::check(&base))
+        .await
+        .map_err(|_| anyhow::anyhow!("{base}/readyz did not answer within {timeout_secs} s"))??;
+    println!("{answer}");
+    Ok(())
+}
+
+/// `roomgate config check|defaults`: touches nothing but the config file it reads.
+fn config_command(
+    cmd: &ConfigCmd,
+    overrides: &Overrides,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Defaults => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(roomgate::config::DEFAULTS_TOML.as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing the defaults")?;
+        }
+        ConfigCmd::Check => match Config::check(overrides, env) {
+            Ok(checked) => println!("{}", checked.summary()),
+            Err(e) => {
+                for problem in &e.0 {
+                    println!("{problem}");
+                }
+                match e.0.len() {
+                    1 => bail!("1 configuration problem"),
+                    n => bail!("{n} configuration problems"),
+                }
+            }
+        },
     }
     Ok(())
 }
@@ -264,13 +421,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = roomgate::server::bind(cfg.listen_addr(), cfg.connection.listen_backlog)
         .with_context(|| format!("binding {}", cfg.listen))?;
     let server = Server::start(cfg, listener).await?;
-    // A stable line on stdout so scripts and tests learn the port when listening on :0.
     let scheme = if server.tls_enabled() {
         "https"
     } else {
         "http"
     };
-    println!("roomgate listening on {scheme}://{}", server.local_addr());
+    // Where a person goes next; a wildcard listener is shown as its loopback address.
+    let base = format!(
+        "{scheme}://{}",
+        roomgate::health::local_address(server.local_addr())
+    );
+    // The first line is stable: scripts and tests learn the port from it when listening
+    // on :0. One write, and its failure ignored: whoever started us may stop reading
+    // stdout once it has the address, and that must not stop the server.
+    let banner = format!(
+        "roomgate listening on {scheme}://{addr}\n  chat page:     {base}/\n  admin console: {base}/admin\n  metrics:       {base}/metrics\n  health:        {base}/healthz, {base}/readyz\n",
+        addr = server.local_addr()
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     tracing::info!(addr = %server.local_addr(), "serving");
     signals.wait_for_stop(&server).await;
     tracing::info!("shutting down");

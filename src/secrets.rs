@@ -30,6 +30,10 @@ pub enum SecretsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "no JWT secret: auth.jwt_secret and auth.jwt_secret_file are unset and {0} does not exist (start the server once to generate it, or pass --data DIR with the server's data root)"
+    )]
+    NoJwtSecret(PathBuf),
     #[error("secret file {0} is empty")]
     Empty(PathBuf),
     #[error("production mode refuses the {name} from {path}: {why}")]
@@ -75,6 +79,23 @@ pub fn resolve(cfg: &Config) -> Result<Secrets, SecretsError> {
         )?,
         event_key: one(&cfg.data_dir, "event_key", production, &None, &None)?,
     })
+}
+
+/// The JWT secret as the server would use it, for minting development tokens; unlike
+/// `resolve` it never creates the data root or generates a key that no server uses.
+pub fn existing_jwt_secret(cfg: &Config) -> Result<Vec<u8>, SecretsError> {
+    let a = &cfg.auth;
+    if let Some(v) = &a.jwt_secret {
+        return Ok(v.expose().as_bytes().to_vec());
+    }
+    let path = a
+        .jwt_secret_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("jwt_secret"));
+    if a.jwt_secret_file.is_none() && !path.exists() {
+        return Err(SecretsError::NoJwtSecret(path));
+    }
+    read(&path)
 }
 
 fn one(

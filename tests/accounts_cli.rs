@@ -47,6 +47,7 @@ async fn ok(dir: &std::path::Path, args: &[&str], stdin: &str) -> Value {
 async fn user_commands_work_with_the_server_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    init_database(d).await;
     let added = ok(
         d,
         &[

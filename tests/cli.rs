@@ -207,6 +207,7 @@ async fn commands_work_on_a_stopped_server() {
     let dir = root.path();
     let bob_token = token("bob");
     let carol_token = token_jti("carol", "carol-jti-1");
+    init_database(dir).await;
 
     let r = cli_json(dir, &["user", "roles", "alice", "--set", "user,admin"]).await;
     assert_eq!(r, json!({"userId": "alice", "roles": ["user", "admin"]}));
@@ -241,7 +242,13 @@ async fn commands_work_on_a_stopped_server() {
     let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(
         actions,
-        ["roles_changed", "room_created", "revocation", "revocation"],
+        [
+            "server_start",
+            "roles_changed",
+            "room_created",
+            "revocation",
+            "revocation"
+        ],
         "{events:?}"
     );
     for e in &events {
@@ -270,8 +277,8 @@ async fn commands_work_on_a_stopped_server() {
     let events = cli_events(dir, &[]).await;
     assert_eq!(
         events.len(),
-        4,
-        "refusals must not be recorded as changes: {events:?}"
+        5,
+        "refusals must not be recorded as changes (server_start and the four changes): {events:?}"
     );
 
     // What was done offline holds once the server runs on the directory.
@@ -512,6 +519,7 @@ async fn toml_config_file_applies_and_unknown_keys_are_refused() {
     )
     .unwrap();
     let good_s = good.display().to_string();
+    init_database(&dir).await;
 
     // Offline: the file's default is used for a new room.
     let r = cli_json(&dir, &["room", "create", "cfgroom", "--config", &good_s]).await;

@@ -1,6 +1,11 @@
 //! The seed's own `SecureWebSocketClient` (extracted from the seed document at run time by
 //! tests/seed_client/run.mjs) against the real binary: two clients authenticate, join a
 //! room, see each other, exchange sanitised chat messages and disconnect.
+//!
+//! The seed document is not part of the repository: it is found through `ROOMGATE_SEED`
+//! or in a `shared/seed` directory beside the clone (or beside an ancestor), as the
+//! harness looks for it. Where there is none, as in a public clone, these tests say on a
+//! line of their own that they were skipped and why; with `CI` set its absence fails them.
 
 mod common;
 
@@ -14,6 +19,41 @@ use tokio::sync::OnceCell;
 
 fn harness_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/seed_client")
+}
+
+/// Whether the seed document can be found (the harness looks in the same places and
+/// says which file it used); when not, reports the skip once, past the test harness's
+/// output capture, or fails when `CI` is set.
+fn seed_available() -> bool {
+    // The harness checks a given file itself and fails loudly on a wrong one.
+    if std::env::var_os("ROOMGATE_SEED").is_some() {
+        return true;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if repo
+        .ancestors()
+        .skip(1)
+        .any(|dir| dir.join("shared/seed").is_dir())
+    {
+        return true;
+    }
+    let why = format!(
+        "no seed document: ROOMGATE_SEED is unset and there is no shared/seed directory beside {} or an ancestor",
+        repo.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set, so the seed-client tests must run: {why}");
+    }
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        use std::io::Write;
+        // `eprintln!` is captured for passing tests; a direct write reaches the terminal.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPED seed-client tests (tests/seed_client.rs): {why}"
+        );
+    });
+    false
 }
 
 /// Installs the harness's pinned dependencies once per test binary.
@@ -83,6 +123,9 @@ fn summary(stdout: &str, stderr: &str) -> Value {
 
 #[tokio::test]
 async fn harness_extracts_the_seed_client() {
+    if !seed_available() {
+        return;
+    }
     let (ok, stdout, stderr) = run_harness(&["--check-extract"]).await;
     assert!(ok, "--check-extract failed:\n{stderr}\nstdout: {stdout}");
     assert!(stdout.contains(r#""ok":true"#), "{stdout}");
@@ -101,6 +144,9 @@ async fn harness_extracts_the_seed_client() {
 
 #[tokio::test]
 async fn seed_client_talks_to_the_real_binary() {
+    if !seed_available() {
+        return;
+    }
     let root = tempfile::Builder::new().prefix("rg").tempdir().unwrap();
     let b = Binary::start(root.path(), &[]).await;
     let (ta, tb) = (token("seed-alice"), token("seed-bob"));

@@ -31,7 +31,7 @@ pub use system::{event_json, events, stats};
 pub use users::{
     AccountView, RevocationView, SessionView, UserAdd, UserDetail, revocations, revoke_token,
     revoke_user, session_terminate, sessions, user_add, user_delete, user_get, user_list,
-    user_passwd, user_roles, user_set_disabled,
+    user_passwd, user_roles, user_set_disabled, user_stored_roles,
 };
 
 use crate::audit::{self, Outcome};
@@ -46,9 +46,14 @@ use crate::store::{EventRecord, Store, StoreError};
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Stats,
+    /// Replaces the user's stored roles (an empty list clears them).
     UserRoles {
         user_id: String,
         roles: Vec<String>,
+    },
+    /// Reads the user's stored roles; changes nothing.
+    UserRolesShow {
+        user_id: String,
     },
     UserAdd {
         username: String,
@@ -81,6 +86,18 @@ pub enum Request {
         admin: Vec<String>,
         max_participants: Option<u32>,
     },
+    RoomList,
+    RoomShow {
+        id: String,
+    },
+    RoomDelete {
+        id: String,
+    },
+    RoleList,
+    SessionList {
+        user_id: String,
+    },
+    RevocationList,
     RevokeToken {
         token: Option<String>,
         jti: Option<String>,
@@ -276,6 +293,7 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
     Ok(match req {
         Request::Stats => stats(t)?,
         Request::UserRoles { user_id, roles } => user_roles(t, &user_id, roles).await?,
+        Request::UserRolesShow { user_id } => user_stored_roles(t, &user_id)?,
         Request::UserAdd {
             username,
             email,
@@ -322,6 +340,22 @@ pub async fn execute(req: Request, target: Target<'_>) -> Result<Value, AdminErr
                 "maxParticipants": room.max_participants,
             })
         }
+        Request::RoomList => to_json(room_list(t)?),
+        Request::RoomShow { id } => {
+            let mut room = to_json(room_get(t, &id)?);
+            // Members exist only on a running server; a stopped one has none to show.
+            if t.live().is_some() {
+                room["members"] = to_json(room_members(t, &id)?);
+            }
+            room
+        }
+        Request::RoomDelete { id } => {
+            room_delete(t, &id).await?;
+            json!({ "id": id, "deleted": true })
+        }
+        Request::RoleList => to_json(role_list(t)?),
+        Request::SessionList { user_id } => to_json(sessions(t, &user_id)?),
+        Request::RevocationList => to_json(revocations(t)?),
         Request::RevokeToken { token, jti } => revoke_token(t, token, jti).await?,
         Request::RevokeUser { user_id } => revoke_user(t, &user_id, "user").await?,
         Request::Events {

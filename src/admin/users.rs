@@ -323,6 +323,13 @@ pub async fn user_roles(
     Ok(json!({ "userId": user_id, "roles": g.roles }))
 }
 
+/// A user's stored roles (any user id), without the configured default roles.
+pub fn user_stored_roles(t: &Target<'_>, user_id: &str) -> Result<Value, AdminError> {
+    check_user_id("userId", user_id)?;
+    let roles = t.store().user_grants(user_id)?.roles;
+    Ok(json!({ "userId": user_id, "roles": roles }))
+}
+
 /// The user's stored sessions, by session id.
 pub fn sessions(t: &Target<'_>, user_id: &str) -> Result<Vec<SessionView>, AdminError> {
     check_user_id("userId", user_id)?;

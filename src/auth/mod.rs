@@ -486,6 +486,50 @@ pub fn revocation_target(token: &str) -> RevocationTarget {
     t
 }
 
+/// What `roomgate token` puts in a development token: the claims a shared-secret (HS256)
+/// client token carries, as an application's backend would sign them.
+pub struct TestToken<'a> {
+    pub sub: &'a str,
+    pub email: Option<&'a str>,
+    pub roles: &'a [String],
+    /// `auth.issuer` and `auth.audience`, which the verifier then requires.
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+    pub now_secs: u64,
+    pub ttl_secs: u64,
+}
+
+/// Signs a shared-secret client token with `secret`; its `jti` is random so that it can be
+/// revoked on its own.
+pub fn mint_test_token(
+    secret: &[u8],
+    t: &TestToken<'_>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut claims = serde_json::json!({
+        "sub": t.sub,
+        "iat": t.now_secs,
+        "exp": t.now_secs.saturating_add(t.ttl_secs),
+        "jti": random_hex(16),
+    });
+    if let Some(email) = t.email {
+        claims["email"] = email.into();
+    }
+    if !t.roles.is_empty() {
+        claims["roles"] = t.roles.into();
+    }
+    if let Some(iss) = t.issuer {
+        claims["iss"] = iss.into();
+    }
+    if let Some(aud) = t.audience {
+        claims["aud"] = aud.into();
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
 /// `n` random bytes as hex.
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];

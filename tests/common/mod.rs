@@ -374,6 +374,15 @@ impl Binary {
     }
 }
 
+/// Leaves `dir` as a server's first start does, with an empty database (and no bootstrap
+/// admin account): operator commands refuse a data root that has no database.
+pub async fn init_database(dir: &Path) {
+    Binary::start(dir, &[("ROOMGATE_ACCOUNTS__ENABLED", "false")])
+        .await
+        .stop()
+        .await;
+}
+
 /// Runs `roomgate ARGS --data DIR` to completion; returns (success, stdout, stderr).
 pub async fn run_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(binary_path())
