@@ -2,9 +2,9 @@
 //! this machine allows: the systemd unit passes `systemd-analyze verify` (syntax, known
 //! directives, a real executable), and the Dockerfile's runtime contract (its `ENV`,
 //! `ENTRYPOINT` and `CMD`, run as they are written, but on 127.0.0.1:0) starts a server
-//! that keeps its data where the image's volume is; its `HEALTHCHECK` runs the binary's
-//! own `health` command, and its builder stage installs what the build needs (make, for
-//! jemalloc). Building the image itself needs a Docker engine, which CI machines here do
+//! that keeps its data where the image's volume is and that its `HEALTHCHECK` (the
+//! binary's own `health`, run as written) calls healthy, then unhealthy once stopped; its
+//! builder stage installs what the build needs (make, for jemalloc). Building the image itself needs a Docker engine, which CI machines here do
 //! not run.
 
 mod common;
@@ -294,6 +294,18 @@ async fn dockerfile_runtime_contract_starts_a_server() {
     assert!(!docker_duration(option("start-period")).is_zero());
     let retries: u32 = option("retries").parse().expect("retries is a number");
     assert!(retries >= 1);
+    // health's own deadline comes first, so a slow server is reported as not ready
+    // (exit 1, with the reason in the log) rather than killed by Docker.
+    let own_timeout = health_cmd
+        .iter()
+        .position(|a| a == "--timeout")
+        .and_then(|i| health_cmd.get(i + 1))
+        .map(|secs| Duration::from_secs(secs.parse().expect("--timeout SECS")))
+        .expect("HEALTHCHECK gives `health` a --timeout");
+    assert!(
+        own_timeout < timeout,
+        "health's --timeout {own_timeout:?} is under Docker's {timeout:?}"
+    );
     let env = docker_env(&file);
     let data_var = env
         .iter()
@@ -306,26 +318,31 @@ async fn dockerfile_runtime_contract_starts_a_server() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    // The image's ENV as written, except that the data root is a temporary directory
+    // instead of /data and the listen address is `listen` instead of 0.0.0.0:8080.
+    let image_env = |listen: &str| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(k, v)| {
+                let v = if v.starts_with("0.0.0.0:") {
+                    listen.to_string()
+                } else if *k == data_var {
+                    dir.path().to_str().unwrap().to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    };
     let mut command = tokio::process::Command::new(binary_path());
     command
         .args(&cmd)
         .env("JWT_SECRET", JWT_SECRET)
         .env("WS_SECRET", WS_SECRET)
+        .envs(image_env("127.0.0.1:0"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    for (k, v) in &env {
-        // As written, except that a test listens on loopback port 0 and keeps its data
-        // in a temporary directory instead of the image's 0.0.0.0:8080 and /data.
-        let v = if v.starts_with("0.0.0.0:") {
-            "127.0.0.1:0".to_string()
-        } else if *k == data_var {
-            dir.path().to_str().unwrap().to_string()
-        } else {
-            v.clone()
-        };
-        command.env(k, v);
-    }
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
@@ -343,6 +360,31 @@ async fn dockerfile_runtime_contract_starts_a_server() {
         dir.path().join("db").is_dir(),
         "the database is in the directory {data_var} names"
     );
+    // The HEALTHCHECK's command as the image runs it, in the image's environment: the
+    // wildcard listen address is kept (health reaches it on loopback), with the port
+    // the server got.
+    let port = addr.rsplit_once(':').expect("host:port").1;
+    let wildcard = format!("0.0.0.0:{port}");
+    let health = || async {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(binary_path())
+                .args(&health_cmd[1..])
+                .envs(image_env(&wildcard))
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("health answers within 20 s")
+        .unwrap()
+    };
+    let out = health().await;
+    assert!(
+        out.status.success(),
+        "health of the running server: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pid = child.id().unwrap().to_string();
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -355,4 +397,12 @@ async fn dockerfile_runtime_contract_starts_a_server() {
         .expect("stops within 20 s on the image's STOPSIGNAL")
         .unwrap();
     assert!(status.success(), "{status}");
+    // Stopped: unhealthy, which is exit 1 (not a usage error, not a hang).
+    let out = health().await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "health of the stopped server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
