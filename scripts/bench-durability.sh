@@ -5,4 +5,4 @@
 #   BENCH_SECS=20 scripts/bench-durability.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --locked --test durability_cost -- --ignored --nocapture 2>&1 | grep '^{'
+cargo test --release --locked -p roomgate --test durability_cost -- --ignored --nocapture 2>&1 | grep '^{'

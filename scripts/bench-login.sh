@@ -28,7 +28,9 @@ JWT_SECRET_VALUE=roomgate-bench-jwt-secret-0123456789abcdef
 WS_SECRET_VALUE=roomgate-bench-ws-secret-0123456789abcdef0
 ADMIN_PASSWORD=roomgate-bench-admin-password
 
-cargo build --release --bins
+# The gateway and the load tool (with the ceiling) are two packages of one workspace
+# (bench/ is the second); both build into the shared target/release.
+cargo build --release -p roomgate -p roomgate-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 
 SERVER_PIN=()
@@ -230,7 +232,7 @@ section="$work/section.md"
   echo "Commands (\$TMP is a fresh temporary directory, \$ADDR the address the server printed):"
   echo
   echo '```'
-  echo "cargo build --release --bins"
+  echo "cargo build --release -p roomgate -p roomgate-bench"
   for c in "${COMMANDS[@]}"; do
     echo "$c"
   done
@@ -242,7 +244,7 @@ if [ ! -f "$OUT" ]; then
 # roomgate benchmarks
 
 Numbers measured by the scripts in `scripts/`, with the load generator
-`roomgate-bench` (`src/bin/roomgate-bench.rs`), against a release build of the real
+`roomgate-bench` (`bench/src/roomgate-bench/`), against a release build of the real
 binary over real sockets on 127.0.0.1.
 
 These are benchmarks, not tests: nothing here passes or fails, `cargo test` does not run

@@ -63,7 +63,9 @@ fi
 # Both servers and the tool hold up to ~20,000 sockets: use the whole open-file limit.
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --bins
+# The gateway and the load tool (with the ceiling) are two packages of one workspace
+# (bench/ is the second); both build into the shared target/release.
+cargo build --release -p roomgate -p roomgate-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 
 SERVER_PIN=()
@@ -267,7 +269,7 @@ section="$work/section.md"
   echo "  per IP), per-user and per-room caps raised,"
   echo "  everything else at its defaults: tokens verified, sessions, rooms and history written to"
   echo "  sled, join and leave announced, logging at \`info\`. \`ceiling\` is \`roomgate-ceiling\`"
-  echo "  (\`src/bin/roomgate-ceiling.rs\`): tokio and tungstenite with roomgate's buffer sizes and"
+  echo "  (\`bench/src/roomgate-ceiling.rs\`): tokio and tungstenite with roomgate's buffer sizes and"
   echo "  per-connection queue, any \`auth\` accepted unread, \`join\`, one serialisation per"
   echo "  broadcast, \`heartbeat_response\`; no persistence, no presence frames, no limits. It is the"
   echo "  floor of this work on this machine; a ratio is roomgate's figure over the ceiling's in"
@@ -302,7 +304,7 @@ section="$work/section.md"
   echo
   echo '```'
   echo "ulimit -n \"\$(ulimit -Hn)\""
-  echo "cargo build --release --bins"
+  echo "cargo build --release -p roomgate -p roomgate-bench"
   for c in "${COMMANDS[@]}"; do
     echo "$c"
   done

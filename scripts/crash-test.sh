@@ -7,4 +7,4 @@
 #   CYCLES=200 scripts/crash-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CRASH_CYCLES="${CYCLES:-50}" cargo test --release --locked --test crash -- --nocapture
+CRASH_CYCLES="${CYCLES:-50}" cargo test --release --locked -p roomgate --test crash -- --nocapture

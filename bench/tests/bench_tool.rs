@@ -4,18 +4,76 @@
 //! comes out exact (every message delivered once, in order) and that every scenario
 //! and the report produce what `scripts/bench.sh` reads. The accounting's detection of
 //! loss, duplicates and reordering is unit-tested inside the tool
-//! (`src/bin/roomgate-bench/accounting.rs`). These are smoke runs, not benchmarks: no
+//! (`bench/src/roomgate-bench/accounting.rs`). These are smoke runs, not benchmarks: no
 //! assertion is about speed.
 
-mod common;
-
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{JWT_SECRET, TestServer};
+use roomgate::config::{Config, Secret};
+use roomgate::server::Server;
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+
+/// The in-process gateway's token secret; the tool mints its tokens with it.
+const JWT_SECRET: &str = "bench-test-jwt-secret-0123456789abcdef01234";
+
+/// The real gateway, started in this process through its library on 127.0.0.1:0 with a
+/// temporary data root and the rate limits lifted (the load must never be refused).
+/// Only what these tests need; the gateway's own suites have the full helpers.
+struct Gateway {
+    addr: SocketAddr,
+    server: Option<Server>,
+    // Dropped after the server is shut down, so the database outlives it.
+    _dir: TempDir,
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let dir = tempfile::Builder::new()
+            .prefix("rgbench")
+            .tempdir()
+            .expect("tempdir");
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            shutdown_deadline_secs: 5,
+            ..Config::default()
+        };
+        cfg.auth.jwt_secret = Some(Secret(JWT_SECRET.into()));
+        cfg.auth.ws_secret = Some(Secret(
+            "bench-test-ws-secret-0123456789abcdef0123456".into(),
+        ));
+        // The first-start admin account is hashed at every start: cheaply here, since
+        // nothing in these tests logs in.
+        cfg.accounts.admin_password = Some(Secret("bench-test-admin-password".into()));
+        cfg.accounts.argon2_memory_kib = 64;
+        cfg.accounts.argon2_iterations = 1;
+        cfg.rate_limits.enabled = false;
+        let problems = cfg.problems();
+        assert!(problems.is_empty(), "test config invalid: {problems:?}");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::start(cfg, listener)
+            .await
+            .expect("the gateway starts");
+        Gateway {
+            addr: server.local_addr(),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// Shuts the gateway down in order (connections closed, store flushed).
+    async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
 
 /// Generous: the debug tool sets up and drains its connections on a busy machine.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -109,7 +167,7 @@ fn assert_exact(v: &Value, rooms: u64, subs: u64, pubs: u64, rate: u64, secs: u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_through_roomgate_is_delivered_exactly_once_in_order() {
-    let server = TestServer::start_with(|c| c.rate_limits.enabled = false).await;
+    let server = Gateway::start().await;
     let url = format!("http://{}", server.addr);
     let v = tool(&[
         "fanout",
@@ -135,11 +193,12 @@ async fn fanout_through_roomgate_is_delivered_exactly_once_in_order() {
     .await;
     assert_exact(&v, 2, 3, 2, 100, 1);
     assert_eq!(v["label"], "roomgate");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_with_a_wrong_secret_fails_and_says_why() {
-    let server = TestServer::start_with(|c| c.rate_limits.enabled = false).await;
+    let server = Gateway::start().await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate-bench"))
         .args(["fanout", "--url", &format!("http://{}", server.addr)])
         .args(["--secret", "not-the-server-secret-0123456789abcdef"])
@@ -150,6 +209,7 @@ async fn fanout_with_a_wrong_secret_fails_and_says_why() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("auth: error auth_failed"), "{stderr}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
