@@ -99,7 +99,7 @@ pub enum Command {
         /// The `email` claim.
         #[arg(long)]
         email: Option<String>,
-        /// Lifetime: seconds, or an age like 30s, 15m, 1h, 7d.
+        /// Lifetime: seconds, or an age like 30s, 15m, 1h, 7d; at most 365d.
         #[arg(long, default_value = "1h", value_name = "AGE")]
         ttl: String,
         /// Mint even in production mode (test tokens are refused there by default).
@@ -111,8 +111,8 @@ pub enum Command {
         /// Base URL of the server (default: from the configured listen address).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
-        /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        /// Seconds to wait for the answer (1-300).
+        #[arg(long, default_value_t = 5, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
     /// Print security events as JSON lines, oldest first.
@@ -297,7 +297,11 @@ impl Command {
     }
 }
 
-/// Parses `--ttl`: whole seconds, or an age with unit s/m/h/d; at least one second.
+/// The longest `--ttl`: a development token that outlives a year is a credential
+/// someone forgot, not a test.
+pub const MAX_TTL_SECS: u64 = 365 * 86_400;
+
+/// Parses `--ttl`: whole seconds, or an age with unit s/m/h/d; one second to a year.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
     let secs = match s.parse::<u64>() {
         Ok(secs) => secs,
@@ -305,6 +309,9 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     };
     if secs == 0 {
         return Err("--ttl must be at least 1 second".into());
+    }
+    if secs > MAX_TTL_SECS {
+        return Err("--ttl must be at most 365d".into());
     }
     Ok(secs)
 }
@@ -358,5 +365,8 @@ mod tests {
         assert!(parse_ttl("0").is_err());
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("1w").unwrap_err().contains("--ttl"));
+        assert_eq!(parse_ttl("365d"), Ok(MAX_TTL_SECS));
+        assert!(parse_ttl("366d").unwrap_err().contains("at most"));
+        assert!(parse_ttl("99999999999999d").is_err());
     }
 }

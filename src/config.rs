@@ -812,10 +812,21 @@ const NON_CONFIG_ENV: &[&str] = &[
     "ROOMGATE_CONFIG",
     "ROOMGATE_ADMIN_PASSWORD",
     "ROOMGATE_ENV",
+    // Where the seed-client tests find the seed document; servers they start inherit it.
+    "ROOMGATE_SEED",
 ];
 
 /// Fields whose values are secrets: a type error on one must not echo the value.
 const SECRET_KEYS: &[&str] = &["auth.jwt_secret", "auth.ws_secret", "metrics.token"];
+
+/// Whether a key is a secret or a table holding one (`ROOMGATE_AUTH='{"jwt_secret":1}'`
+/// sets the whole `auth` table): a type error there must not quote the value.
+fn may_hold_secret(dotted: &str) -> bool {
+    dotted.is_empty()
+        || SECRET_KEYS
+            .iter()
+            .any(|k| *k == dotted || k.strip_prefix(dotted).is_some_and(|r| r.starts_with('.')))
+}
 
 /// Room types the seed defines.
 pub const ROOM_TYPES: &[&str] = &["chat", "document", "collaboration", "notification"];
@@ -1546,6 +1557,8 @@ impl Layers {
                 let dotted = key.join(".");
                 let message = if SECRET_KEYS.contains(&dotted.as_str()) {
                     "invalid type: expected a string".to_string()
+                } else if may_hold_secret(&dotted) {
+                    "invalid value (not shown: this table holds a secret)".to_string()
                 } else {
                     e.to_string()
                 };
@@ -1559,8 +1572,13 @@ impl Layers {
         }
         match serde_json::from_value::<Config>(self.merged.clone()) {
             Ok(c) => Some(c),
-            Err(e) => {
-                self.problems.push(Problem::new(None, None, e.to_string()));
+            // Only reached when a key's own check passed; its text may quote any value.
+            Err(_) => {
+                self.problems.push(Problem::new(
+                    None,
+                    None,
+                    "the configuration does not fit its types (the value is not shown)".to_string(),
+                ));
                 None
             }
         }
@@ -2144,6 +2162,19 @@ mod tests {
                 path.display()
             )]
         );
+        // A whole table set at once is judged as one value, and it holds a secret.
+        for (name, value) in [
+            ("ROOMGATE_AUTH", r#"{"jwt_secret":918273645546372819}"#),
+            ("ROOMGATE_METRICS", r#"{"token":918273645546372819}"#),
+        ] {
+            let got =
+                lines(&Config::load(&Overrides::default(), &env(&[(name, value)])).unwrap_err());
+            assert!(
+                got.iter().all(|l| !l.contains("918273645546372819")),
+                "{got:?}"
+            );
+            assert!(got.iter().any(|l| l.contains(name)), "{got:?}");
+        }
     }
 
     #[test]

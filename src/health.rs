@@ -14,6 +14,7 @@ const MAX_ANSWER: u64 = 16 * 1024;
 /// Why the server is not known to be ready.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
+    /// Carries the URL without any user-info part, which may hold a password.
     #[error("{0:?} is not a URL like http://127.0.0.1:8080 (https is not supported here)")]
     BadUrl(String),
     #[error("cannot connect to {addr}")]
@@ -47,9 +48,8 @@ pub fn local_address(addr: SocketAddr) -> SocketAddr {
 
 /// GETs `<base>/readyz`; returns its body when it answered 200.
 pub async fn check(base: &str) -> Result<String, HealthError> {
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or_else(|| HealthError::BadUrl(base.to_string()))?;
+    let bad = || HealthError::BadUrl(without_userinfo(base));
+    let rest = base.strip_prefix("http://").ok_or_else(bad)?;
     let (authority, prefix) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -61,7 +61,7 @@ pub async fn check(base: &str) -> Result<String, HealthError> {
             .any(|c| c.is_whitespace() || c.is_control())
         || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(HealthError::BadUrl(base.to_string()));
+        return Err(bad());
     }
     // A port-less authority gets HTTP's default port; "[::1]" has colons but no port.
     let has_port = authority
@@ -113,6 +113,17 @@ pub async fn check(base: &str) -> Result<String, HealthError> {
     }
 }
 
+/// `base` with any `user:password@` before the host cut out, for error messages.
+fn without_userinfo(base: &str) -> String {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("", base));
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => base.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +140,12 @@ mod tests {
 
     #[tokio::test]
     async fn urls_it_cannot_use_are_refused() {
+        match check("http://user:hunter22@127.0.0.1:1").await {
+            Err(e @ HealthError::BadUrl(_)) => {
+                assert!(!e.to_string().contains("hunter22"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
         for bad in [
             "https://127.0.0.1:1",
             "127.0.0.1:1",

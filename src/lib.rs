@@ -5,7 +5,7 @@
 //! [`hub::Outbound`] queues) → each member's task writes. Personal notifications go
 //! through [`notify`] (per-user inbox and live subscribers). Durable facts live in
 //! [`store`] (sled), written off the fan-out path by
-//! //! [`history`] and [`audit`]; [`sweeper`] expires them. Refusals by limits are counted
+//! [`history`] and [`audit`]; [`sweeper`] expires them. Refusals by limits are counted
 //! in [`refusals`] for the log. [`server`] wires it all
 //! ([`state::AppState`]) and shuts it down in order; [`admin`] and [`control`] serve
 //! operator commands. The binary (`main.rs`) is the only place that uses `anyhow`.

@@ -222,10 +222,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// not create an empty database beside it and report success there.
 fn require_database(cfg: &Config) -> anyhow::Result<()> {
     let db = cfg.data_dir.join("db");
-    if db.is_dir() {
-        return Ok(());
+    let shown = std::path::absolute(&db).unwrap_or_else(|_| db.clone());
+    match std::fs::metadata(&db) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        // A data root another user owns is not a missing database: saying "start the
+        // server" here could start a second one.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot read {} ({e}); run the command as the user the server runs as",
+            shown.display()
+        ),
+        _ => {}
     }
-    let shown = std::path::absolute(&db).unwrap_or(db);
     bail!(
         "no roomgate database in the data root {} (looked for {}); pass --data DIR or set ROOMGATE_DATA_DIR to the server's data root, or start the server once with `roomgate serve` to create one",
         cfg.data_dir.display(),
@@ -290,7 +297,7 @@ async fn health(cfg: &Config, url: Option<String>, timeout_secs: u64) -> anyhow:
             )
         }
     };
-    let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+    let timeout = std::time::Duration::from_secs(timeout_secs);
     let answer = tokio::time::timeout(timeout, roomgate::health::check(&base))
         .await
         .map_err(|_| anyhow::anyhow!("{base}/readyz did not answer within {timeout_secs} s"))??;

@@ -113,6 +113,9 @@ pub struct Server {
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     refusal_summary: JoinHandle<()>,
+    /// Ends the refusal summary after the connections have drained, not when shutdown
+    /// begins, so refusals during the drain are in its last line.
+    refusal_summary_stop: CancellationToken,
     tls: Option<Arc<Tls>>,
 }
 
@@ -188,10 +191,11 @@ impl Server {
             ));
         }
         let sweeper = tokio::spawn(sweeper::run(state.clone()));
+        let refusal_summary_stop = CancellationToken::new();
         let refusal_summary = tokio::spawn(refusals::run(
             state.refusals.clone(),
             Duration::from_secs(cfg.log_refusal_summary_secs),
-            state.shutdown.clone(),
+            refusal_summary_stop.clone(),
         ));
         state
             .audit
@@ -202,6 +206,7 @@ impl Server {
             accept,
             sweeper,
             refusal_summary,
+            refusal_summary_stop,
             tls,
         })
     }
@@ -245,7 +250,8 @@ impl Server {
             tracing::warn!("shutdown deadline passed with connections still open");
         }
         let _ = self.sweeper.await;
-        // It logs the refusals of the last partial period as it ends.
+        // It logs the refusals of the last partial period, the drain's included, as it ends.
+        self.refusal_summary_stop.cancel();
         let _ = self.refusal_summary.await;
         s.history.stop().await;
         s.audit.stop().await;

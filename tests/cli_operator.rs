@@ -331,7 +331,12 @@ async fn token_mints_what_the_server_accepts_and_production_refuses_it() {
     assert_eq!(code, 0);
     assert!(err.contains("trust_role_claims"), "{err}");
 
-    for bad in [&["--ttl", "0"][..], &["--ttl", "5w"], &["--ttl", "x"]] {
+    for bad in [
+        &["--ttl", "0"][..],
+        &["--ttl", "5w"],
+        &["--ttl", "x"],
+        &["--ttl", "366d"],
+    ] {
         let mut args = vec!["token", "carol", "--data", data];
         args.extend(bad);
         let (code, out, err) = roomgate(d, &args, &[]).await;
@@ -414,6 +419,10 @@ async fn health_tells_a_running_server_from_a_stopped_one() {
     let (code, out, err) = roomgate(d, &["health", "--url", &base], &[]).await;
     assert_eq!(code, 1, "{out}");
     assert!(err.contains("cannot connect"), "{err}");
+    for t in ["0", "301"] {
+        let (code, _, err) = roomgate(d, &["health", "--url", &base, "--timeout", t], &[]).await;
+        assert_eq!(code, 2, "--timeout {t} is refused as a usage error: {err}");
+    }
     let (code, _, err) = roomgate(d, &["health", "--url", "https://127.0.0.1:1"], &[]).await;
     assert_eq!(code, 1);
     assert!(err.contains("not a URL like http://"), "{err}");

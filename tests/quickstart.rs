@@ -64,10 +64,11 @@ async fn readme_quick_start_runs_as_written() {
         .env_remove("WS_SECRET")
         .env_remove("ROOMGATE_ADMIN_PASSWORD")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(home.path().join("server.log")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .expect("server starts");
+    let server_log = || std::fs::read_to_string(home.path().join("server.log")).unwrap_or_default();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
     let example = blocks(&section, "text");
     let example = example.first().expect("the start-up output example");
@@ -133,6 +134,7 @@ async fn readme_quick_start_runs_as_written() {
             .env_remove("JWT_SECRET")
             .env_remove("WS_SECRET")
             .stdin(Stdio::null())
+            .kill_on_drop(true)
             .output(),
     )
     .await
@@ -142,7 +144,8 @@ async fn readme_quick_start_runs_as_written() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the quick start failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        "the quick start failed:\n{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- server\n{}",
+        server_log()
     );
     let outputs: Vec<&str> = stdout.split("=== step ").skip(1).collect();
     assert_eq!(outputs.len(), 4, "{stdout}");

@@ -285,7 +285,11 @@ impl Conn {
         let verified = match self.state.verifier.verify(token) {
             Ok(v) => v,
             Err(e) => {
-                let claimed = crate::auth::claimed_subject(token);
+                // An oversize token is refused before any parsing, and stays unparsed here.
+                let claimed = match e {
+                    crate::auth::AuthError::TooLarge => None,
+                    _ => crate::auth::claimed_subject(token),
+                };
                 self.auth_failed(verify_error_code(e), e.reason(), None, claimed.as_deref());
                 return;
             }
