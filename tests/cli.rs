@@ -17,35 +17,17 @@ use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Output of a finished command.
-struct Out {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the binary with exactly these arguments (no `--data` added) and extra env;
 /// `JWT_SECRET`/`WS_SECRET` are the test ones unless overridden.
-async fn run(args: &[&str], envs: &[(&str, &str)]) -> Out {
-    let mut cmd = tokio::process::Command::new(binary_path());
-    cmd.args(args)
-        .env("JWT_SECRET", JWT_SECRET)
+async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = roomgate_command(args);
+    cmd.env("JWT_SECRET", JWT_SECRET)
         .env("WS_SECRET", WS_SECRET)
-        .env_remove("ROOMGATE_CONFIG")
-        .stdin(Stdio::null());
+        .env_remove("ROOMGATE_CONFIG");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command finishes within 30 s")
-        .expect("command runs");
-    Out {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    finish(cmd).await
 }
 
 /// `roomgate ARGS --data DIR`; must succeed and print one JSON document.

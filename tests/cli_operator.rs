@@ -15,24 +15,15 @@ use serde_json::{Value, json};
 /// Runs the binary with ARGS in `cwd`, with no JWT/WS secrets in the environment unless
 /// given; returns (exit code, stdout, stderr).
 async fn roomgate(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(binary_path());
-    cmd.args(args)
-        .current_dir(cwd)
+    let mut cmd = roomgate_command(args);
+    cmd.current_dir(cwd)
         .env_remove("JWT_SECRET")
-        .env_remove("WS_SECRET")
-        .stdin(Stdio::null());
+        .env_remove("WS_SECRET");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command finishes within 30 s")
-        .expect("command runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = finish(cmd).await;
+    (out.code.unwrap_or(-1), out.stdout, out.stderr)
 }
 
 /// `roomgate ARGS --data DIR`, which must succeed; its stdout.

@@ -5,38 +5,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the binary in `cwd` with exactly these arguments and environment variables (the
 /// test's own environment is not passed on, so a stray `ROOMGATE_*` cannot interfere).
-async fn roomgate(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
-    let mut cmd = tokio::process::Command::new(binary_path());
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+async fn roomgate(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = roomgate_command(args);
+    cmd.current_dir(cwd).env_clear();
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command finishes within 30 s")
-        .expect("command runs");
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    finish(cmd).await
 }
 
 /// A file with three problems of different kinds: a value of the wrong type, an unknown

@@ -383,6 +383,37 @@ pub async fn init_database(dir: &Path) {
         .await;
 }
 
+/// What a finished command left.
+#[derive(Debug)]
+pub struct Output {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The binary with ARGS, stdin closed and killed if the test ends first; callers set
+/// the environment and directory they need, then `finish` it.
+pub fn roomgate_command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary_path());
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// Runs a command to completion within 30 s.
+pub async fn finish(mut cmd: tokio::process::Command) -> Output {
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("command finishes within 30 s")
+        .expect("command runs");
+    Output {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Runs `roomgate ARGS --data DIR` to completion; returns (success, stdout, stderr).
 pub async fn run_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(binary_path())
