@@ -3,16 +3,23 @@
 //! parser refuses is an error for the caller to stop on, never a silently empty filter
 //! (which turned logging off). This module owns only the set-up; what is logged where is
 //! decided by the code that logs, and nothing here may see a secret (the configuration
-//! arrives already redacted).
+//! arrives already redacted). One decision is taken here for code we do not own:
+//! tungstenite writes every frame it reads or sends at `trace` (`auth` with its token,
+//! `auth_success` with its `wsToken`), so its `trace` events are dropped whatever
+//! `ROOMGATE_LOG` says; its `debug` and above stay.
 
 use std::ffi::OsStr;
 use std::io::Write;
 
 use serde::Serialize;
 use serde_json::Value;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -60,13 +67,31 @@ pub fn init(format: LogFormat, roomgate_log: Option<&OsStr>) -> Result<(), LogSe
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter(roomgate_log)?)
         .with_writer(std::io::stderr);
+    // A separate global filter, not an EnvFilter directive: a directive the operator
+    // writes (`tungstenite=trace`) could otherwise override ours.
+    let no_frames = filter_fn(|meta| !writes_frames(meta.target(), *meta.level()));
     let installed = match format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(no_frames)
             .try_init(),
-        LogFormat::Json => logs.json().with_current_span(true).try_init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .finish()
+            .with(no_frames)
+            .try_init(),
     };
     installed.map_err(|e| LogSetupError::Install(e.to_string()))
+}
+
+/// Whether an event of a dependency at `target` and `level` may carry WebSocket frame
+/// payloads, and with them tokens: tungstenite's `trace` (its `log` records arrive with
+/// their module path as the target).
+fn writes_frames(target: &str, level: Level) -> bool {
+    let crate_name = target.split("::").next().unwrap_or(target);
+    crate_name == "tungstenite" && level == Level::TRACE
 }
 
 /// Logs the effective configuration (already redacted) at `info`, as one line.
@@ -153,6 +178,15 @@ mod tests {
             );
             assert!(text.len() > format!("invalid ROOMGATE_LOG {bad:?}: ").len());
         }
+    }
+
+    #[test]
+    fn only_tungstenites_trace_events_are_dropped() {
+        assert!(writes_frames("tungstenite::protocol", Level::TRACE));
+        assert!(writes_frames("tungstenite", Level::TRACE));
+        assert!(!writes_frames("tungstenite::protocol", Level::DEBUG));
+        assert!(!writes_frames("tokio_tungstenite", Level::TRACE));
+        assert!(!writes_frames("roomgate::conn", Level::TRACE));
     }
 
     #[test]

@@ -752,3 +752,70 @@ async fn bad_key_files_stop_the_server_naming_the_file() {
         assert!(err.contains(why), "{why} missing from {err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Token typing (RFC 8725, 3.11)
+// ---------------------------------------------------------------------------------------
+
+/// An explicit `typ` other than `JWT` or `at+jwt` (any case, with or without
+/// `application/`) marks a token that is not an access token (a refresh token, an ID
+/// token, a logout token): refused on the shared-secret and the provider path alike. No
+/// `typ` stays accepted, and so does the server's own `wsToken`.
+#[tokio::test]
+async fn explicitly_typed_non_access_tokens_are_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let rsa = KeyPair::rsa(keys.path(), "rsa");
+    let s = server(
+        vec![pem_issuer(
+            "https://rsa.example",
+            "RS256",
+            &rsa.public,
+            None,
+        )],
+        |_| {},
+    )
+    .await;
+    let hs = |typ: Option<&str>, sub: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_string);
+        let c = json!({"sub": sub, "iat": now_secs(), "exp": now_secs() + 600});
+        jsonwebtoken::encode(
+            &header,
+            &c,
+            &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let rs = |typ: Option<&str>, sub: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = typ.map(str::to_string);
+        rsa.sign_with_header(&header, &claims("https://rsa.example", None, sub))
+    };
+
+    for typ in [
+        "rt+jwt",
+        "RT+JWT",
+        "id+jwt",
+        "logout+jwt",
+        "application/rt+jwt",
+        "jose",
+        "",
+    ] {
+        refused(&s, &hs(Some(typ), "hs-user"), "wrong_type").await;
+        refused(&s, &rs(Some(typ), "rs-user"), "wrong_type").await;
+    }
+    for typ in [
+        None,
+        Some("JWT"),
+        Some("jwt"),
+        Some("at+jwt"),
+        Some("AT+JWT"),
+        Some("application/at+jwt"),
+        Some("application/jwt"),
+    ] {
+        let ok = accepted(&s, &hs(typ, "hs-user"), "hs-user").await;
+        // The wsToken keeps its own type, and resumes as before.
+        accepted(&s, ok["wsToken"].as_str().unwrap(), "hs-user").await;
+        accepted(&s, &rs(typ, "rs-user"), "rs-user").await;
+    }
+}

@@ -18,7 +18,7 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use super::{AuthError, Verified, decode, verified};
+use super::{AuthError, Verified, access_typ, decode, verified};
 use crate::config::IssuerConfig;
 
 /// An identity provider's keys could not be loaded; the server refuses to start. Every
@@ -156,6 +156,8 @@ impl ExternalIssuer {
         }
         let key = self.keys.select(header.kid.as_deref())?;
         let claims = decode(token, key, &self.validation)?;
+        // The provider's refresh, ID or logout tokens carry the same signature.
+        access_typ(header.typ.as_deref())?;
         if claims.sub.is_empty() || claims.sub.len() > 256 {
             return Err(AuthError::InvalidClaims);
         }

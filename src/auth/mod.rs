@@ -8,8 +8,9 @@
 //! - anything else: HS256 with the shared `auth.jwt_secret`, or the server's own
 //!   `wsToken` under the separate WS secret.
 //!
-//! Everywhere `exp` and `sub` are required, `nbf` is checked, and oversize tokens are
-//! refused before any parsing. This module owns keys and claim rules; it must never log
+//! Everywhere `exp` and `sub` are required, `nbf` is checked, a client token whose
+//! header `typ` names something other than an access token is refused, and oversize
+//! tokens are refused before any parsing. This module owns keys and claim rules; it must never log
 //! a token, never fetch a key over the network, and it never reads the store:
 //! revocation and sessions are the caller's (`conn`) business.
 
@@ -52,6 +53,8 @@ pub enum AuthError {
     InvalidClaims,
     #[error("no key for this kid")]
     UnknownKey,
+    #[error("not an access token (typ)")]
+    WrongType,
 }
 
 impl AuthError {
@@ -68,6 +71,7 @@ impl AuthError {
             AuthError::WrongAudience => "wrong_audience",
             AuthError::InvalidClaims => "invalid_claims",
             AuthError::UnknownKey => "unknown_key",
+            AuthError::WrongType => "wrong_type",
         }
     }
 }
@@ -281,6 +285,11 @@ impl Verifier {
         if claims.sub.is_empty() || claims.sub.len() > 256 {
             return Err(AuthError::InvalidClaims);
         }
+        // Our own wsToken is told apart by its claim under the WS key; any other token
+        // here is a client's access token and must not say it is something else.
+        if !is_ws_token(&claims) {
+            check_access_typ(token)?;
+        }
         let resume_session = if is_ws_token(&claims) {
             match &claims.session_id {
                 Some(Value::String(s)) => Some(s.clone()),
@@ -369,6 +378,29 @@ impl Verifier {
             },
             &self.ws_encode,
         )
+    }
+}
+
+/// Refuses a token whose header names a type other than an access token (RFC 8725,
+/// 3.11): a refresh, ID or logout token signed with the same key must not open a socket.
+/// `JWT` and `at+jwt` (RFC 9068) pass, in any case and with or without the
+/// `application/` prefix (RFC 7515, 4.1.9); a token without `typ` passes too, as most
+/// issuers send none.
+fn check_access_typ(token: &str) -> Result<(), AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+    access_typ(header.typ.as_deref())
+}
+
+pub(crate) fn access_typ(typ: Option<&str>) -> Result<(), AuthError> {
+    let Some(typ) = typ else {
+        return Ok(());
+    };
+    let lower = typ.to_ascii_lowercase();
+    let bare = lower.strip_prefix("application/").unwrap_or(&lower);
+    if bare == "jwt" || bare == "at+jwt" {
+        Ok(())
+    } else {
+        Err(AuthError::WrongType)
     }
 }
 

@@ -29,6 +29,14 @@ enum AuthFailure {
     Store(StoreError),
 }
 
+/// A successful `auth`: who, the `wsToken` to answer with, and the `exp` (seconds) of
+/// the access token the socket lives on (for a resume, the session's).
+struct Established {
+    identity: Identity,
+    ws_token: String,
+    token_exp: u64,
+}
+
 impl From<StoreError> for AuthFailure {
     fn from(e: StoreError) -> Self {
         AuthFailure::Store(e)
@@ -202,6 +210,13 @@ impl Conn {
             Ok(true) => Err(AuthFailure::Client(ErrorCode::TokenRevoked, "revoked")),
             Err(e) => Err(e.into()),
         };
+        // The session now lives on the new token: a later resume gets its expiry.
+        let roles = roles.and_then(|r| {
+            self.state
+                .store
+                .set_session_token_exp(&identity.session_id, v.expires_at)?;
+            Ok(r)
+        });
         let roles = match roles {
             Ok(r) => r,
             Err(e) => {
@@ -257,6 +272,35 @@ impl Conn {
         }
     }
 
+    /// When a session whose access token expires at `token_exp` (seconds) ends: the
+    /// moment a socket living on that token is closed with 4001.
+    fn session_end_ms(&self, token_exp: u64) -> u64 {
+        token_exp
+            .saturating_add(self.state.cfg.auth.expiry_grace_secs)
+            .saturating_mul(1000)
+    }
+
+    /// Records that this resume closed `closed` other sockets of the session (4005).
+    fn audit_resumed_elsewhere(&self, user_id: &str, closed: usize) {
+        let ip = self.ip.to_string();
+        let closed = closed.to_string();
+        tracing::info!(
+            client_ip = %self.ip,
+            user = self.state.audit.hash_user(user_id),
+            "session resumed elsewhere; the older socket is closed"
+        );
+        self.state.audit.record(
+            "session_resumed_elsewhere",
+            Some(user_id),
+            Outcome::Failure,
+            &[
+                ("connectionId", &self.connection_id),
+                ("clientIp", &ip),
+                ("closed", &closed),
+            ],
+        );
+    }
+
     fn audit_limited(&self, limit: Refused) {
         self.state.metrics.rate_limited.inc(limit.as_str());
         self.state.refusals.record(limit, self.ip);
@@ -295,7 +339,11 @@ impl Conn {
             }
         };
         match self.establish(&verified).await {
-            Ok((identity, ws_token)) => {
+            Ok(Established {
+                identity,
+                ws_token,
+                token_exp,
+            }) => {
                 self.out.send_text(protocol::encode(
                     "auth_success",
                     &AuthSuccess {
@@ -325,7 +373,9 @@ impl Conn {
                     ],
                 );
                 self.session = Session::Authenticated(identity);
-                self.arm_token(verified.expires_at);
+                // A resumed socket lives on the session's token, exactly as the socket
+                // that opened it did, not on the wsToken's longer life.
+                self.arm_token(token_exp);
                 // After `auth_success` (and any `token_expiring`): the inbox, then live.
                 self.deliver_inbox();
             }
@@ -380,7 +430,7 @@ impl Conn {
     /// Registration comes first on purpose: `admin` writes a revocation to the store and
     /// then closes the sockets it finds in the registry, so an auth racing with it either
     /// is found by that scan or sees the revocation in the checks below.
-    async fn establish(&mut self, v: &Verified) -> Result<(Identity, String), AuthFailure> {
+    async fn establish(&mut self, v: &Verified) -> Result<Established, AuthFailure> {
         let store = &self.state.store;
         // Checked here for the answer (a revoked wsToken's session is gone too, and the
         // client should hear "revoked", not "failed"), and again after registering.
@@ -395,6 +445,17 @@ impl Conn {
             },
             None => None,
         };
+        // A session lives no longer than the access token that opened or last refreshed
+        // it (plus the grace a live socket gets): a wsToken must not buy more time than
+        // that token had. `auth_failed` makes a client fall back to a fresh token.
+        if let Some(s) = &resumed
+            && now_ms() >= self.session_end_ms(s.token_exp)
+        {
+            return Err(AuthFailure::Client(
+                ErrorCode::AuthFailed,
+                "session_expired",
+            ));
+        }
         let session_id = match &resumed {
             Some(s) => s.session_id.clone(),
             None => random_hex(32),
@@ -411,19 +472,28 @@ impl Conn {
         // Sockets are also findable by session, so revoking a wsToken closes its siblings.
         keys.push(format!("session:{session_id}"));
         let user_id: Arc<str> = v.user_id.as_str().into();
-        if self
-            .state
-            .registry
-            .authenticate(self.id, user_id.clone(), keys.clone())
-            .is_err()
-        {
-            self.state
-                .refusals
-                .record(Refused::ConnectionsPerUser, self.ip);
-            return Err(AuthFailure::Client(
-                ErrorCode::TooManyConnections,
-                "too_many_connections",
-            ));
+        // One session, one live socket: a resume closes the socket that holds it.
+        let session_key = format!("session:{session_id}");
+        let exclusive = resumed.is_some().then_some(session_key.as_str());
+        let displaced = match self.state.registry.authenticate(
+            self.id,
+            user_id.clone(),
+            keys.clone(),
+            exclusive,
+        ) {
+            Ok(n) => n,
+            Err(_) => {
+                self.state
+                    .refusals
+                    .record(Refused::ConnectionsPerUser, self.ip);
+                return Err(AuthFailure::Client(
+                    ErrorCode::TooManyConnections,
+                    "too_many_connections",
+                ));
+            }
+        };
+        if displaced > 0 {
+            self.audit_resumed_elsewhere(&user_id, displaced);
         }
         let result = self.establish_registered(v, user_id, session_id, resumed, &keys);
         if result.is_err() {
@@ -439,7 +509,7 @@ impl Conn {
         session_id: String,
         resumed: Option<SessionRecord>,
         keys: &[String],
-    ) -> Result<(Identity, String), AuthFailure> {
+    ) -> Result<Established, AuthFailure> {
         let store = &self.state.store;
         let cfg = &self.state.cfg.auth;
         if self.is_revoked(v, keys)? {
@@ -498,8 +568,8 @@ impl Conn {
                 tracing::error!(error = %e, "signing wsToken failed");
                 AuthFailure::Client(ErrorCode::Internal, "internal")
             })?;
-        Ok((
-            Identity {
+        Ok(Established {
+            identity: Identity {
                 user_id,
                 email: email.map(|e| e.as_str().into()),
                 roles,
@@ -508,7 +578,8 @@ impl Conn {
                 session_id,
             },
             ws_token,
-        ))
+            token_exp,
+        })
     }
 
     /// The roles and permissions a user acts with (see `principal::roles_for`). Read at

@@ -88,23 +88,51 @@ impl Registry {
     }
 
     /// Marks a connection authenticated as `user`, enforcing the per-user cap.
+    ///
+    /// With `exclusive` (a resumed session's `session:<id>` key), every other connection
+    /// of the user holding that key is closed with 4005 and loses the key, in the same
+    /// critical section: of two resumes racing for one session the later one keeps it,
+    /// and never both are closed. The displaced sockets do not count against the cap.
+    /// Returns how many were displaced.
     pub fn authenticate(
         &self,
         id: u64,
         user: Arc<str>,
         token_keys: Vec<String>,
-    ) -> Result<(), TooManyConnections> {
-        let mut inner = self.lock();
-        let count = inner.by_user.get(&user).map_or(0, Vec::len);
-        if count >= self.max_connections_per_user {
+        exclusive: Option<&str>,
+    ) -> Result<usize, TooManyConnections> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let holds = |e: &Entry, key: &str| e.token_keys.iter().any(|k| k == key);
+        let others: &[u64] = inner.by_user.get(&user).map_or(&[], Vec::as_slice);
+        let displaced: Vec<u64> = match exclusive {
+            Some(key) => others
+                .iter()
+                .copied()
+                .filter(|other| *other != id)
+                .filter(|other| inner.conns.get(other).is_some_and(|e| holds(e, key)))
+                .collect(),
+            None => Vec::new(),
+        };
+        if others.len() - displaced.len() >= self.max_connections_per_user {
             return Err(TooManyConnections);
+        }
+        if let Some(key) = exclusive {
+            for other in &displaced {
+                if let Some(e) = inner.conns.get_mut(other) {
+                    // Without the key it no longer keeps the session alive at a normal
+                    // close (`key_held_elsewhere`) while it winds down.
+                    e.token_keys.retain(|k| k != key);
+                    e.out.close(CloseCode::SessionResumedElsewhere);
+                }
+            }
         }
         if let Some(e) = inner.conns.get_mut(&id) {
             e.user = Some(user.clone());
             e.token_keys = token_keys;
             inner.by_user.entry(user).or_default().push(id);
         }
-        Ok(())
+        Ok(displaced.len())
     }
 
     /// Undoes `authenticate` when the rest of authentication failed.
@@ -285,7 +313,7 @@ mod tests {
         let (out, _rx, control) = Outbound::channel(4);
         let reg = registry.register(out);
         registry
-            .authenticate(reg.id, "alice".into(), vec!["jti:old".into()])
+            .authenticate(reg.id, "alice".into(), vec!["jti:old".into()], None)
             .unwrap();
         let added = registry.add_keys(reg.id, vec!["jti:old".into(), "jti:new".into()]);
         assert_eq!(added, vec!["jti:new".to_string()]);

@@ -211,13 +211,16 @@ pub enum CloseCode {
     TokenExpired,
     /// The token, its session or all of its user's sessions were revoked.
     TokenRevoked,
+    /// Another socket resumed this connection's session with its `wsToken`: one session
+    /// has one live socket, so a stolen `wsToken` in use shows up at its owner's end.
+    SessionResumedElsewhere,
     /// The connection's outbound queue (`connection.outbound_queue`) overflowed.
     SlowConsumer,
 }
 
 impl CloseCode {
     /// Every variant, in the order of the README table.
-    pub const ALL: [CloseCode; 11] = [
+    pub const ALL: [CloseCode; 12] = [
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::UnsupportedData,
@@ -228,6 +231,7 @@ impl CloseCode {
         CloseCode::InternalError,
         CloseCode::TokenExpired,
         CloseCode::TokenRevoked,
+        CloseCode::SessionResumedElsewhere,
         CloseCode::SlowConsumer,
     ];
 
@@ -244,6 +248,7 @@ impl CloseCode {
             CloseCode::InternalError => 1011,
             CloseCode::TokenExpired => 4001,
             CloseCode::TokenRevoked => 4003,
+            CloseCode::SessionResumedElsewhere => 4005,
             CloseCode::SlowConsumer => 4008,
         }
     }
@@ -261,6 +266,7 @@ impl CloseCode {
             CloseCode::InternalError => "Internal error",
             CloseCode::TokenExpired => "Token expired",
             CloseCode::TokenRevoked => "Token revoked",
+            CloseCode::SessionResumedElsewhere => "Session resumed elsewhere",
             CloseCode::SlowConsumer => "Slow consumer",
         }
     }
@@ -278,6 +284,9 @@ impl CloseCode {
             CloseCode::InternalError => Reconnect::Yes,
             CloseCode::TokenExpired => Reconnect::WithNewToken,
             CloseCode::TokenRevoked => Reconnect::No,
+            // Reconnecting would take the session back and close the other socket in
+            // turn; the user decides which of the two should have it.
+            CloseCode::SessionResumedElsewhere => Reconnect::No,
             CloseCode::SlowConsumer => Reconnect::Yes,
         }
     }

@@ -1,6 +1,7 @@
 //! Sessions (the seed's `ws_session:<id>`): one per successful `auth`, kept until it
 //! expires or is revoked, so a `wsToken` can resume after a disconnect or a restart.
-//! Key: session id (64 hex chars, 256 random bits).
+//! Key: session id (64 hex chars, 256 random bits). `token_exp` follows the access token
+//! that opened or last refreshed the session; `conn` refuses a resume past it.
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,29 @@ impl Store {
             {
                 Ok(()) => return Ok(true),
                 // Changed under us (another resume): read again and retry.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Moves a session onto the access token that refreshed it: `token_exp` becomes
+    /// `exp` (seconds), the rest is kept. Returns whether the session still existed (a
+    /// revocation may have deleted it, and must not be undone here).
+    pub fn set_session_token_exp(&self, id: &str, exp: u64) -> Result<bool, StoreError> {
+        let key = id.as_bytes();
+        loop {
+            let Some(current) = self.sessions.get(key)? else {
+                return Ok(false);
+            };
+            let mut record: SessionRecord = codec::decode(&current)?;
+            record.token_exp = exp;
+            let new = codec::encode(&record)?;
+            match self
+                .sessions
+                .compare_and_swap(key, Some(current), Some(new))?
+            {
+                Ok(()) => return Ok(true),
+                // Changed under us (a resume): read again and retry.
                 Err(_) => continue,
             }
         }
