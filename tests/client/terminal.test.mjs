@@ -43,3 +43,42 @@ test('a bad token makes connect() reject and emits terminal without reconnecting
   await sleep(200);
   assert.equal(reconnects.length, 0);
 });
+
+test('its session resumed elsewhere (4005): the client tells the user and does not reconnect', async () => {
+  requireServer();
+  const { default: WebSocket } = await import('ws');
+  const c = client(uid('stolen'));
+  await c.connect();
+  const reconnects = [];
+  c.on('reconnecting', (d) => reconnects.push(d));
+  const told = next(c, 'session_resumed_elsewhere', () => true, 8000);
+  const terminal = next(c, 'terminal', () => true, 8000);
+
+  // Someone else resumes the session with the client's wsToken.
+  const other = new WebSocket(process.env.RGTEST_URL);
+  const resumed = new Promise((resolve, reject) => {
+    other.on('message', (raw) => {
+      const frame = JSON.parse(String(raw));
+      if (frame.type === 'handshake') {
+        other.send(JSON.stringify({ type: 'auth', data: { wsToken: c.wsToken }, timestamp: Date.now() }));
+      } else if (frame.type === 'auth_success') {
+        resolve(frame.data);
+      } else if (frame.type === 'error') {
+        reject(new Error(JSON.stringify(frame.data)));
+      }
+    });
+    other.on('error', reject);
+  });
+  await resumed;
+
+  const event = await told;
+  assert.equal(event.code, 4005);
+  assert.equal(event.reason, 'Session resumed elsewhere');
+  const t = await terminal;
+  assert.equal(t.code, 4005);
+  await sleep(600);
+  assert.equal(reconnects.length, 0, 'no reconnect after 4005');
+  assert.equal(c.state, 'terminal');
+  other.close();
+  c.disconnect();
+});

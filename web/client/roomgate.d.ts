@@ -88,6 +88,8 @@ export interface ClientEvents {
   connected: { user: User | null; resumed: boolean; reconnect: boolean };
   offline: { attempts: number };
   terminal: { code: number; reason: string };
+  /** The session was resumed on another socket (4005): its wsToken is in use elsewhere. Followed by `terminal`. */
+  session_resumed_elsewhere: { code: 4005; reason: string };
   recovered: { roomId: string; recovered: boolean };
   close: { code: number; reason: string };
   client_error: { error: unknown };
@@ -99,6 +101,7 @@ export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' |
 
 export declare const TERMINAL_CLOSE_CODES: readonly number[];
 export declare const TOKEN_EXPIRED_CLOSE: 4001;
+export declare const SESSION_RESUMED_ELSEWHERE_CLOSE: 4005;
 
 /** Full jitter: uniform in [0, min(maxMs, baseMs * factor ** attempt)]. */
 export declare function backoffDelay(attempt: number, opts?: BackoffOptions, random?: () => number): number;

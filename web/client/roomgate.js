@@ -1,8 +1,10 @@
 // roomgate browser / Node client library. Dependency-free ES module.
 // Works in browsers (globalThis.WebSocket) and in Node 20 (pass the `ws` class as `WebSocket`).
 
+/** Close code for a session resumed on another socket (its wsToken used elsewhere). */
+export const SESSION_RESUMED_ELSEWHERE_CLOSE = 4005;
 /** Close codes after which reconnecting cannot help (see README "Close codes"). */
-export const TERMINAL_CLOSE_CODES = Object.freeze([1002, 1003, 1007, 1009, 4003]);
+export const TERMINAL_CLOSE_CODES = Object.freeze([1002, 1003, 1007, 1009, 4003, SESSION_RESUMED_ELSEWHERE_CLOSE]);
 /** Close code for an expired token: reconnect with a fresh token from getToken(). */
 export const TOKEN_EXPIRED_CLOSE = 4001;
 /** Error codes of an `auth` reply that end the session for good. */
@@ -301,6 +303,11 @@ export class RoomgateClient {
     if (this.stopped) {
       this.state = 'offline';
       return;
+    }
+    if (code === SESSION_RESUMED_ELSEWHERE_CLOSE) {
+      // Someone else resumed this session: reconnecting would take it back and close
+      // them in turn, so the user (or the application) decides, not the client.
+      this.emit('session_resumed_elsewhere', { code, reason });
     }
     if (TERMINAL_CLOSE_CODES.includes(code)) {
       this.terminate(code, reason, true);
