@@ -190,6 +190,8 @@ function describeTerminal(e) {
   if (!e) return 'session ended';
   if (e.code === 4003 || e.closeCode === 4003 || e.code === 'token_revoked' || e.code === 'revoked')
     return 'your access was revoked';
+  if (e.code === 4005 || e.closeCode === 4005)
+    return 'this session was resumed elsewhere (another window, or someone holding its token); sign in again to take it back';
   return e.reason || e.message || 'session ended';
 }
 
