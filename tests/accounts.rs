@@ -356,6 +356,8 @@ async fn ending_a_login_ends_sessions_resumed_with_ws_tokens() {
     let ok = resumed.recv().await;
     assert_eq!(ok["type"], "auth_success", "{ok}");
     let w2 = ok["data"]["wsToken"].as_str().unwrap().to_string();
+    // One session, one live socket: the resume closed the original.
+    assert_eq!(original.expect_close().await.code, 4005);
     let state = s.server().state();
     let session = state.store.session(&sid).unwrap().expect("session stored");
 
@@ -364,7 +366,6 @@ async fn ending_a_login_ends_sessions_resumed_with_ws_tokens() {
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     let reuse = post_json(s.addr, "/auth/refresh", &json!({"refresh_token": r1})).await;
     assert_eq!(reuse.status, 401, "{}", reuse.body);
-    assert_eq!(original.expect_close().await.code, 4003);
     assert_eq!(
         resumed.expect_close().await.code,
         4003,
