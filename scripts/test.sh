@@ -46,7 +46,7 @@ if [ "$node_major" -lt 20 ]; then
   node_dir="$PWD/target/node20"
   if [ ! -x "$node_dir/node_modules/$node_pkg/bin/node" ]; then
     echo "scripts/test.sh: Node.js $(node --version) is too old; fetching $node_pkg@20 from the npm registry" >&2
-    npm install --silent --no-audit --no-fund --prefix "$node_dir" "$node_pkg@20"
+    npm install --loglevel=error --no-audit --no-fund --prefix "$node_dir" "$node_pkg@20"
   fi
   export PATH="$node_dir/node_modules/$node_pkg/bin:$PATH"
   echo "scripts/test.sh: using Node.js $(node --version) from $node_dir" >&2
