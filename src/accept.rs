@@ -358,7 +358,9 @@ pub struct TimedBody {
     rule: BodyRule,
     started: tokio::time::Instant,
     received: u64,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made the first time the reader has to wait: most requests (every upgrade, every
+    /// GET) have no body, and a body sent in one packet never waits.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: Option<&'static str>,
     trip: CancellationToken,
     metrics: Arc<Metrics>,
@@ -373,14 +375,12 @@ impl TimedBody {
     ) -> TimedBody {
         // The clock starts with the headers: hyper hands the request over as soon as
         // they are read.
-        let started = tokio::time::Instant::now();
-        let (at, _) = rule.expiry(started, 0);
         TimedBody {
             inner,
             rule,
-            started,
+            started: tokio::time::Instant::now(),
             received: 0,
-            timer: Box::pin(tokio::time::sleep_until(at)),
+            timer: None,
             failed: None,
             trip,
             metrics,
@@ -414,10 +414,13 @@ impl Body for TimedBody {
             Poll::Pending => {}
         }
         let (at, why) = this.rule.expiry(this.started, this.received);
-        if this.timer.deadline() != at {
-            this.timer.as_mut().reset(at);
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
         }
-        match this.timer.as_mut().poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {
                 this.failed = Some(why);
