@@ -75,7 +75,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Bearer token `/metrics` requires. Unset: served only to direct loopback peers
-    /// (no `X-Forwarded-For`).
+    /// (not a trusted proxy, no forwarding header such as `X-Forwarded-For`,
+    /// `X-Real-IP` or `Forwarded`).
     pub token: Option<Secret>,
 }
 
@@ -271,6 +272,19 @@ pub struct ConnectionConfig {
     /// Largest request head (request line and headers), bytes; larger get 431. At
     /// least 8192. Default 16384.
     pub max_header_bytes: usize,
+    /// Seconds a client has to send a whole request body, counted from the end of its
+    /// headers; after it the connection is closed (and counted in
+    /// `roomgate_body_timeouts_total{reason="deadline"}`). A body that never ends would
+    /// otherwise hold a connection place for ever. Between 1 and 3600. Default 10, as
+    /// for headers: the default bodies (at most 64 KiB) need 6.5 KB/s to fit.
+    pub body_read_timeout_secs: u64,
+    /// Least average rate a request body must keep, bytes per second, judged from two
+    /// seconds after the headers; a slower one is closed before the deadline (reason
+    /// `min_rate`), so a stalled body holds its place for about two seconds, not the
+    /// whole deadline. 0 turns the rule off. Default 1024: a login or API body (under
+    /// 1 KiB) arrives in one packet, and a link slower than 1 KiB/s cannot use the
+    /// console anyway.
+    pub body_min_bytes_per_sec: u64,
     /// Length of the kernel's queue of established connections not yet accepted (the
     /// `listen(2)` backlog; Linux caps it at `net.core.somaxconn`). Rust's default of
     /// 128 overflowed under a connection storm of 200 concurrent handshakes, and each
@@ -611,6 +625,8 @@ impl Default for ConnectionConfig {
             max_connections_per_ip: 256,
             header_read_timeout_secs: 10,
             max_header_bytes: 16_384,
+            body_read_timeout_secs: 10,
+            body_min_bytes_per_sec: 1024,
             listen_backlog: 1024,
         }
     }
@@ -1096,6 +1112,9 @@ impl Config {
         }
         if c.header_read_timeout_secs == 0 || c.header_read_timeout_secs > 300 {
             p.push("connection.header_read_timeout_secs must be between 1 and 300".into());
+        }
+        if c.body_read_timeout_secs == 0 || c.body_read_timeout_secs > 3600 {
+            p.push("connection.body_read_timeout_secs must be between 1 and 3600".into());
         }
         if !(16..=65_535).contains(&c.listen_backlog) {
             p.push("connection.listen_backlog must be between 16 and 65535".into());

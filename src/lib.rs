@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod content;
 pub mod control;
+pub mod dataroot;
 pub mod health;
 pub mod history;
 pub mod http;

@@ -394,8 +394,14 @@ async fn operate(cfg: &Config, request: Request) -> anyhow::Result<Value> {
             reply["error"]["code"].as_str().unwrap_or("error")
         );
     }
+    // The offline store is the server's: it is kept as private as the server keeps it.
+    roomgate::dataroot::secure(
+        &cfg.data_dir,
+        cfg.mode == roomgate::config::Mode::Production,
+    )?;
     let secrets = secrets::resolve(cfg)?;
     let store = Store::open(&cfg.data_dir, &cfg.store)?;
+    roomgate::dataroot::restrict_contents(&cfg.data_dir);
     let result = admin::execute(
         request,
         Target::Offline {

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub rate_limited: LabelledCounter,
     /// Records removed by the sweeper, by kind.
     pub swept: LabelledCounter,
+    /// Connections closed because a request body broke a rule (`deadline`, `min_rate`).
+    pub body_timeouts: LabelledCounter,
     /// Time to fan one message out to a room's members.
     pub fanout: Histogram,
     /// Time to write one batch of history to the store.
@@ -205,6 +207,12 @@ impl Metrics {
             "roomgate_swept_total",
             "kind",
             "Records removed by the retention sweeper.",
+        );
+        self.body_timeouts.render(
+            &mut out,
+            "roomgate_body_timeouts_total",
+            "reason",
+            "Connections closed because a request body was too slow.",
         );
         self.fanout.render(
             &mut out,

@@ -1,4 +1,4 @@
-//! Server lifecycle: open the store, build `AppState`, start the accept loop
+//! Server lifecycle: make the data root private (`dataroot`), open the store, build `AppState`, start the accept loop
 //! (`accept.rs`: connection caps, TLS, HTTP/1.1 with upgrades), the certificate watcher,
 //! the control socket, the sweeper and the refusal summary, and shut down in a written order: stop accepting,
 //! close every socket with 1001, wait for connection tasks (bounded by
@@ -30,7 +30,7 @@ use crate::secrets::{self, SecretsError};
 use crate::state::{AppState, Shared};
 use crate::store::{AccountRecord, Store, StoreError};
 use crate::tls::Tls;
-use crate::{accept, control, sweeper};
+use crate::{accept, control, dataroot, sweeper};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,8 @@ pub enum StartError {
     Auth(#[from] crate::auth::AuthSetupError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    DataRoot(#[from] crate::dataroot::DataRootError),
 }
 
 /// Binds the listening socket with an explicit `listen(2)` backlog (std and tokio use
@@ -128,8 +130,11 @@ impl Server {
             (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key)?)),
             _ => None,
         };
+        let production = cfg.mode == crate::config::Mode::Production;
+        dataroot::secure(&cfg.data_dir, production)?;
         let secrets = secrets::resolve(&cfg)?;
         let store = Store::open(&cfg.data_dir, &cfg.store)?;
+        dataroot::restrict_contents(&cfg.data_dir);
         let passwords = Passwords::new(&cfg.accounts)?;
         // Key files are read before the first admin is made: a start that fails on them
         // must not have printed (and spent) the one-time admin password.
@@ -258,5 +263,8 @@ impl Server {
         if let Err(e) = s.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        // Files sled created while running (snapshots) have the umask's mode; the
+        // directory kept them private, and now they are narrowed like the rest.
+        dataroot::restrict_contents(&s.cfg.data_dir);
     }
 }

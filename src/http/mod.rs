@@ -63,6 +63,9 @@ pub enum HttpError {
     InvalidRequest,
     /// The request body is larger than `accounts.max_body_bytes`.
     PayloadTooLarge,
+    /// The request body did not arrive within `connection.body_read_timeout_secs` or at
+    /// `connection.body_min_bytes_per_sec`; the connection is closed after this answer.
+    RequestTimeout,
     /// Login failed: unknown user, wrong password or disabled account (one answer for all).
     InvalidCredentials,
     /// The refresh token is unknown, expired, rotated or revoked.
@@ -105,7 +108,7 @@ pub enum HttpError {
 
 impl HttpError {
     /// Every variant, in README order.
-    pub const ALL: [HttpError; 27] = [
+    pub const ALL: [HttpError; 28] = [
         HttpError::UpgradeRequired,
         HttpError::OriginNotAllowed,
         HttpError::TlsRequired,
@@ -114,6 +117,7 @@ impl HttpError {
         HttpError::MethodNotAllowed,
         HttpError::InvalidRequest,
         HttpError::PayloadTooLarge,
+        HttpError::RequestTimeout,
         HttpError::InvalidCredentials,
         HttpError::InvalidGrant,
         HttpError::InvalidToken,
@@ -145,6 +149,7 @@ impl HttpError {
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::InvalidRequest => StatusCode::BAD_REQUEST,
             HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             HttpError::InvalidGrant => StatusCode::UNAUTHORIZED,
             HttpError::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -177,6 +182,7 @@ impl HttpError {
             HttpError::MethodNotAllowed => "method_not_allowed",
             HttpError::InvalidRequest => "invalid_request",
             HttpError::PayloadTooLarge => "payload_too_large",
+            HttpError::RequestTimeout => "request_timeout",
             HttpError::InvalidCredentials => "invalid_credentials",
             HttpError::InvalidGrant => "invalid_grant",
             HttpError::InvalidToken => "invalid_token",
@@ -209,6 +215,7 @@ impl HttpError {
             HttpError::MethodNotAllowed => "Method not allowed",
             HttpError::InvalidRequest => "Invalid request body",
             HttpError::PayloadTooLarge => "Request body too large",
+            HttpError::RequestTimeout => "Request body not received in time",
             HttpError::InvalidCredentials => "Invalid username or password",
             HttpError::InvalidGrant => "Invalid refresh token",
             HttpError::InvalidToken => "Invalid access token",
@@ -265,6 +272,7 @@ impl warp::reject::Reject for Refused {}
 pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let state_for_auth = state.clone();
     let state_for_api = state.clone();
+    let state_for_transport = state.clone();
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
@@ -277,7 +285,14 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::ext::optional::<Secure>())
         .and(warp::ext::optional::<crate::accept::ConnHold>())
         .and_then(ws_upgrade);
-    health
+    let transport = warp::path::full()
+        .and(with_state(state_for_transport))
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<Secure>())
+        .and_then(production_transport)
+        .untuple_one();
+    let all = health
         .or(ws)
         .unify()
         .or(auth::routes(state_for_auth.clone()))
@@ -287,10 +302,47 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(api::routes(state_for_api))
         .unify()
         .or(assets::routes())
-        .unify()
-        .recover(recover)
-        .unify()
-        .boxed()
+        .unify();
+    transport.and(all).recover(recover).unify().boxed()
+}
+
+/// Production mode: every route but the probes needs TLS, built in or reported by a
+/// trusted proxy. Checked before any route runs (and before any body is read), so
+/// passwords and API keys are never taken over plain HTTP. The probes stay plain
+/// because load balancers and orchestrators call them on the internal address.
+async fn production_transport(
+    path: warp::path::FullPath,
+    state: AppState,
+    headers: HeaderMap,
+    peer: Option<PeerAddr>,
+    secure: Option<Secure>,
+) -> Result<(), warp::Rejection> {
+    if state.cfg.mode != crate::config::Mode::Production
+        || matches!(path.as_str(), "/healthz" | "/readyz")
+        || is_https(&state, &headers, peer, secure)
+    {
+        return Ok(());
+    }
+    Err(warp::reject::custom(Refused(HttpError::TlsRequired)))
+}
+
+/// Whether the client used HTTPS: over roomgate's own TLS, or through a trusted proxy
+/// that says so in `X-Forwarded-Proto` (believed from nobody else).
+fn is_https(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<PeerAddr>,
+    secure: Option<Secure>,
+) -> bool {
+    if secure.is_some() {
+        return true;
+    }
+    let peer_ip = peer.map_or(IpAddr::from([127, 0, 0, 1]), |p| canonical(p.0.ip()));
+    state.trusted_proxies.iter().any(|c| c.contains(peer_ip))
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
 fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
@@ -365,7 +417,12 @@ async fn ws_upgrade(
         c.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     }) && header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
-        && header("sec-websocket-version") == Some("13");
+        && header("sec-websocket-version") == Some("13")
+        // An upgrade request has no body (RFC 6455 4.1). One that declares a body would
+        // be answered 101 while hyper still waits for that body, so the connection
+        // would never be handed over nor closed.
+        && !headers.contains_key("transfer-encoding")
+        && header("content-length").is_none_or(|n| n.trim() == "0");
     let key = headers.get("sec-websocket-key").cloned();
     let (Some(key), true) = (key, is_upgrade) else {
         return refuse(HttpError::UpgradeRequired);
@@ -397,13 +454,8 @@ async fn ws_upgrade(
     }
     // Production mode always wants wss (built in, or reported by a trusted proxy).
     let want_tls = sec.require_tls || state.cfg.mode == crate::config::Mode::Production;
-    if want_tls && secure.is_none() {
-        let from_proxy = state.trusted_proxies.iter().any(|c| c.contains(peer_ip));
-        let https = from_proxy
-            && header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
-        if !https {
-            return refuse(HttpError::TlsRequired);
-        }
+    if want_tls && !is_https(&state, &headers, peer, secure) {
+        return refuse(HttpError::TlsRequired);
     }
     // Keyed like the rate limits (IPv6 by /64), so one host cannot rotate addresses.
     let admission = match state.registry.admit(Key::ip(ip)) {
