@@ -10,7 +10,7 @@ use common::*;
 use prometheus_parse::{Scrape, Value};
 use serde_json::json;
 
-const SERIES: [&str; 15] = [
+const SERIES: [&str; 16] = [
     "roomgate_connections",
     "roomgate_connections_authenticated",
     "roomgate_rooms",
@@ -26,6 +26,7 @@ const SERIES: [&str; 15] = [
     "roomgate_swept_total",
     "roomgate_fanout_seconds",
     "roomgate_history_append_seconds",
+    "roomgate_body_timeouts_total",
 ];
 
 async fn scrape(s: &TestServer, headers: &[(&str, &str)]) -> (u16, String) {
