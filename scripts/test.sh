@@ -6,7 +6,8 @@
 # Node.js 20+ with npm (the seed client, the client library and the browser driver),
 # Debian's Chromium (the pages, driven by playwright-core; never a downloaded browser),
 # curl (README's quick start runs as written), openssl (identity-provider keys) and
-# systemd-analyze (the service unit). As root on Debian or Ubuntu they are installed
+# systemd-analyze (the service unit), and Python 3 with venv (tests/autobahn.rs installs
+# the hash-pinned Autobahn runner kosoku into a virtual environment under target/). As root on Debian or Ubuntu they are installed
 # with apt; otherwise the script prints the one command that installs them and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,11 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have curl || missing+=(curl)
 have openssl || missing+=(openssl)
 have systemd-analyze || missing+=(systemd)
+have python3 || missing+=(python3)
+# Debian splits venv (and the pip it seeds) out of python3 itself: try to make one.
+venv_probe=$(mktemp -d)
+{ have python3 && python3 -m venv "$venv_probe/v" >/dev/null 2>&1; } || missing+=(python3-venv)
+rm -rf "$venv_probe"
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then

@@ -57,6 +57,12 @@ pub struct Config {
     /// caps, full rooms); each refusal itself is logged at `debug`. Nothing is logged for
     /// a period without refusals. Default 60.
     pub log_refusal_summary_secs: u64,
+    /// Test-only: serve `GET /test/echo`, a WebSocket that echoes every message back,
+    /// through the same accept loop, upgrade and WebSocket limits as `/ws`, so protocol
+    /// conformance suites (Autobahn) can drive the server's WebSocket layer without the
+    /// JSON protocol in the way. It needs no token: production mode refuses to start
+    /// with it. Default false.
+    pub test_echo: bool,
     pub auth: AuthConfig,
     pub accounts: AccountsConfig,
     pub connection: ConnectionConfig,
@@ -551,6 +557,7 @@ impl Default for Config {
             mode: Mode::Development,
             log_format: LogFormat::Text,
             log_refusal_summary_secs: 60,
+            test_echo: false,
             auth: AuthConfig::default(),
             accounts: AccountsConfig::default(),
             connection: ConnectionConfig::default(),
@@ -950,6 +957,12 @@ impl Config {
         if sec.allowed_origins.is_empty() {
             p.push(
                 "production mode needs security.allowed_origins (the sites allowed to open /ws)"
+                    .into(),
+            );
+        }
+        if self.test_echo {
+            p.push(
+                "production mode refuses test_echo (an unauthenticated echo WebSocket for conformance tests)"
                     .into(),
             );
         }

@@ -672,3 +672,57 @@ async fn after_all_bad_input_the_server_serves_and_the_store_is_intact() {
     assert_eq!(seqs, (1..=expected.len() as u64).collect::<Vec<_>>());
     assert!(history.iter().all(|h| h.room_id == "table"));
 }
+
+/// Issue 16: a frame naming a key twice, in the envelope or inside `data`, is refused
+/// with `invalid_structure` and not acted on (serde_json alone kept the last key, so
+/// `{"type":"auth","type":"join",...}` joined the room while a proxy reading the first
+/// key saw an `auth`). Each refusal is followed by a valid frame whose answer shows what
+/// did or did not happen, so no silence has to be waited out.
+#[tokio::test]
+async fn a_repeated_key_is_refused_and_not_acted_on() {
+    let s = TestServer::start().await;
+    let mut bob = s.authed("bob").await;
+    bob.join("dup").await;
+    let mut alice = s.authed("alice").await;
+
+    // `type` twice: a join only if the last key wins.
+    alice
+        .send_text(
+            r#"{"type":"auth","type":"join","data":{"roomId":"dup","token":"x"},"timestamp":1}"#,
+        )
+        .await;
+    let e = alice.expect_error("invalid_structure").await;
+    assert_eq!(e["message"], "Invalid message structure");
+    alice.send("presence", json!({"roomId": "dup"})).await;
+    let p = alice.expect("presence").await;
+    assert_eq!(p["data"]["members"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["data"]["members"][0]["userId"], "bob");
+
+    // A key repeated inside `data`: the message is not stored or broadcast.
+    alice.join("dup").await;
+    assert_eq!(bob.expect("user_joined").await["data"]["userId"], "alice");
+    alice
+        .send_text(r#"{"type":"message","data":{"roomId":"dup","content":"seen by a filter","content":"acted on"},"timestamp":1}"#)
+        .await;
+    alice.expect_error("invalid_structure").await;
+    // Deeper still, and with the same value twice.
+    alice
+        .send_text(r#"{"type":"room_acl","data":{"roomId":"dup","grant":{"userId":"alice","admin":true,"admin":true}},"timestamp":1}"#)
+        .await;
+    alice.expect_error("invalid_structure").await;
+    alice.say("dup", "after").await;
+    let m = bob.expect("message").await;
+    assert_eq!(
+        m["data"]["content"], "after",
+        "the refused message was delivered: {m}"
+    );
+    assert_eq!(m["data"]["seq"], 1, "the refused message was stored: {m}");
+
+    // An unauthenticated socket gets the same answer, and stays usable.
+    let mut c = s.client().await;
+    c.send_text(r#"{"type":"auth","data":{"token":"a","token":"b"},"timestamp":1}"#)
+        .await;
+    c.expect_error("invalid_structure").await;
+    let ok = c.auth(&token("carol")).await;
+    assert_eq!(ok["user"]["userId"], "carol");
+}

@@ -468,8 +468,9 @@ fn instant_at(at_ms: u64, now_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(wait)
 }
 
-/// The close code for a read error; `None` when the peer is simply gone.
-fn read_error_close(e: &WsError) -> Option<CloseCode> {
+/// The close code for a read error; `None` when the peer is simply gone. The test echo
+/// route (`http::echo`) closes with the same codes.
+pub(crate) fn read_error_close(e: &WsError) -> Option<CloseCode> {
     match e {
         WsError::Capacity(_) => Some(CloseCode::MessageTooBig),
         WsError::Utf8(_) => Some(CloseCode::InvalidPayload),

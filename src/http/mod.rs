@@ -23,6 +23,7 @@ use warp::reply::Reply;
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod echo;
 pub mod ops;
 
 use crate::audit::Outcome;
@@ -265,7 +266,7 @@ impl HttpError {
 }
 
 #[derive(Debug)]
-struct Refused(HttpError);
+pub(crate) struct Refused(pub(crate) HttpError);
 impl warp::reject::Reject for Refused {}
 
 /// All routes, boxed at the boundary.
@@ -292,8 +293,11 @@ pub fn routes(state: AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::ext::optional::<Secure>())
         .and_then(production_transport)
         .untuple_one();
+    let echo = echo::route(state_for_auth.clone());
     let all = health
         .or(ws)
+        .unify()
+        .or(echo)
         .unify()
         .or(auth::routes(state_for_auth.clone()))
         .unify()
@@ -413,18 +417,7 @@ async fn ws_upgrade(
 ) -> Result<warp::reply::Response, warp::Rejection> {
     let refuse = |e: HttpError| Err(warp::reject::custom(Refused(e)));
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let is_upgrade = header("connection").is_some_and(|c| {
-        c.split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-    }) && header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
-        && header("sec-websocket-version") == Some("13")
-        // An upgrade request has no body (RFC 6455 4.1). One that declares a body would
-        // be answered 101 while hyper still waits for that body, so the connection
-        // would never be handed over nor closed.
-        && !headers.contains_key("transfer-encoding")
-        && header("content-length").is_none_or(|n| n.trim() == "0");
-    let key = headers.get("sec-websocket-key").cloned();
-    let (Some(key), true) = (key, is_upgrade) else {
+    let Some(key) = upgrade_key(&headers) else {
         return refuse(HttpError::UpgradeRequired);
     };
     let peer_ip = peer
@@ -471,19 +464,74 @@ async fn ws_upgrade(
         return refuse(HttpError::UpgradeRequired);
     };
 
-    let c = &state.cfg.connection;
+    let tasks = state.tasks.clone();
+    let ws_config = ws_config(&state.cfg.connection);
+    // The socket keeps its TCP connection's place under the connection caps for its
+    // whole life (the connection owns `hold`). Not held by an async block around the
+    // future here: that would store the future twice.
+    Ok(switch_protocols(
+        &key,
+        &tasks,
+        on_upgrade,
+        ws_config,
+        move |ws| conn::run(ws, state, ip, admission, hold),
+    ))
+}
+
+/// The upgraded connection as a WebSocket.
+pub(crate) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The `Sec-WebSocket-Key` of a well-formed WebSocket upgrade request (`Connection:
+/// upgrade`, `Upgrade: websocket`, version 13), or None.
+pub(crate) fn upgrade_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let is_upgrade = header("connection").is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    }) && header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+        && header("sec-websocket-version") == Some("13")
+        // An upgrade request has no body (RFC 6455 4.1). One that declares a body would
+        // be answered 101 while hyper still waits for that body, so the connection
+        // would never be handed over nor closed.
+        && !headers.contains_key("transfer-encoding")
+        && header("content-length").is_none_or(|n| n.trim() == "0");
+    if is_upgrade {
+        headers.get("sec-websocket-key").cloned()
+    } else {
+        None
+    }
+}
+
+/// tungstenite's settings for every WebSocket the server accepts.
+pub(crate) fn ws_config(c: &crate::config::ConnectionConfig) -> WebSocketConfig {
     // 1 KiB reads: client frames are small (auth, join, a chat line), a larger frame is
     // read in a few more calls, and the buffer is kept per idle connection (4 KiB cost
     // 3 KiB of RSS per connection in the `hold` benchmark). Writes batch up to 16 KiB
     // because fan-out throughput depends on it.
-    let ws_config = WebSocketConfig::default()
+    WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(c.max_frame_bytes.max(64 * 1024) * 4)
         .max_message_size(Some(c.max_frame_bytes))
-        .max_frame_size(Some(c.max_frame_bytes));
-    let tasks = state.tasks.clone();
-    tasks.clone().spawn(async move {
+        .max_frame_size(Some(c.max_frame_bytes))
+}
+
+/// Answers 101 and, once hyper hands the connection over, runs `serve` on it as a
+/// tracked task of its own. Every WebSocket route goes through here, so they share one
+/// upgrade path.
+pub(crate) fn switch_protocols<F, Fut>(
+    key: &HeaderValue,
+    tasks: &tokio_util::task::TaskTracker,
+    on_upgrade: OnUpgrade,
+    ws_config: WebSocketConfig,
+    serve: F,
+) -> warp::reply::Response
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tracker = tasks.clone();
+    tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -495,10 +543,7 @@ async fn ws_upgrade(
                 // A task of its own, sized to the connection's future alone: awaited
                 // here it would carry this block's state too, for its whole life
                 // (about 1.6 KiB per idle connection, measured).
-                // The socket keeps its TCP connection's place under the connection caps
-                // for its whole life (the connection owns `hold`). Not held by an async
-                // block around the future here: that would store the future twice.
-                tasks.spawn(conn::run(ws, state, ip, admission, hold));
+                tracker.spawn(serve(ws));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -513,7 +558,7 @@ async fn ws_upgrade(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert("sec-websocket-accept", v);
     }
-    Ok(res)
+    res
 }
 
 #[cfg(test)]

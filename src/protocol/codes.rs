@@ -9,7 +9,8 @@
 pub enum ErrorCode {
     /// The frame is not valid JSON.
     InvalidFormat,
-    /// The frame is JSON but not `{type: string, data: object, timestamp: number}`.
+    /// The frame is JSON but not `{type: string, data: object, timestamp: number}`, or
+    /// some object in it names a key twice (at any depth, `data` and below included).
     InvalidStructure,
     /// The JSON nests deeper than `connection.max_json_depth`.
     NestingTooDeep,

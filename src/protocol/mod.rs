@@ -5,6 +5,7 @@
 //! never decides whether an action is allowed.
 
 pub mod codes;
+mod strict;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -151,8 +152,14 @@ pub fn decode(text: &str, max_depth: usize) -> Result<ClientFrame, DecodeError> 
     if json_depth_exceeds(text.as_bytes(), max_depth) {
         return Err(DecodeError::code(ErrorCode::NestingTooDeep));
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|_| DecodeError::code(ErrorCode::InvalidFormat))?;
+    // One pass that also refuses repeated keys: with serde_json's last-wins rule, a proxy
+    // reading the first `type` would see another frame than the one acted on.
+    let value = strict::parse(text).map_err(|e| {
+        DecodeError::code(match e {
+            strict::StrictError::Syntax => ErrorCode::InvalidFormat,
+            strict::StrictError::DuplicateKey => ErrorCode::InvalidStructure,
+        })
+    })?;
     let Value::Object(mut envelope) = value else {
         return Err(DecodeError::code(ErrorCode::InvalidStructure));
     };
