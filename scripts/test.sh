@@ -5,10 +5,11 @@
 # Besides the Rust toolchain the tests use: a C compiler and make (ring, jemalloc),
 # Node.js 20+ with npm (the seed client, the client library and the browser driver),
 # Debian's Chromium (the pages, driven by playwright-core; never a downloaded browser),
-# curl (README's quick start runs as written), openssl (identity-provider keys) and
-# systemd-analyze (the service unit), and Python 3 with venv (tests/autobahn.rs installs
-# the hash-pinned Autobahn runner kosoku into a virtual environment under target/). As root on Debian or Ubuntu they are installed
-# with apt; otherwise the script prints the one command that installs them and stops.
+# curl (README's quick start runs as written), openssl (identity-provider keys),
+# systemd-analyze (the service unit) and Python 3 with venv (tests/autobahn.rs installs
+# the hash-pinned Autobahn runner kosoku into a virtual environment under target/). As
+# root on Debian or Ubuntu they are installed with apt; otherwise the script prints the
+# one command that installs them and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
