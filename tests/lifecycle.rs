@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use roomgate::protocol::now_ms;
-use roomgate::store::{EventFilter, EventRecord};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------
@@ -77,26 +76,6 @@ async fn cli_ok(dir: &Path, args: &[&str]) -> String {
     let (ok, out, err) = run_cli(dir, args).await;
     assert!(ok, "roomgate {args:?} failed: {err}");
     out
-}
-
-/// The security events with `action`, once everything recorded so far is written.
-async fn events(s: &TestServer, action: &str) -> Vec<EventRecord> {
-    let state = s.server().state();
-    state.audit.sync().await;
-    state
-        .store
-        .events(&EventFilter {
-            action: Some(action.into()),
-            ..EventFilter::default()
-        })
-        .unwrap()
-}
-
-fn meta<'a>(e: &'a EventRecord, key: &str) -> Option<&'a str> {
-    e.metadata
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 // ---------------------------------------------------------------------------------------

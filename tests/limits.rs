@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use roomgate::config::Quota;
-use roomgate::store::{EventFilter, EventRecord};
+use roomgate::store::EventFilter;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -42,24 +42,6 @@ fn refusal(result: Result<Client, WsError>) -> (u16, Value) {
         }
         Err(e) => panic!("expected an HTTP refusal, got {e}"),
     }
-}
-
-async fn events(s: &TestServer, action: &str) -> Vec<EventRecord> {
-    let st = s.server().state();
-    st.audit.sync().await;
-    st.store
-        .events(&EventFilter {
-            action: Some(action.into()),
-            ..Default::default()
-        })
-        .unwrap()
-}
-
-fn meta<'a>(e: &'a EventRecord, key: &str) -> Option<&'a str> {
-    e.metadata
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 fn retry_after(e: &Value) -> u64 {

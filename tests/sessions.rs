@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use roomgate::protocol::now_ms;
-use roomgate::store::{EventFilter, EventRecord};
 use serde_json::json;
 
 /// Allowance for the difference between the server's monotonic timers and the wall clock.
@@ -47,26 +46,6 @@ async fn auth_expiring(c: &mut Client, token: &str, exp: u64) -> String {
 async fn assert_alive(c: &mut Client) {
     c.send("heartbeat", json!({})).await;
     c.expect("heartbeat_response").await;
-}
-
-/// The security events with `action`, once everything recorded so far is written.
-async fn events(s: &TestServer, action: &str) -> Vec<EventRecord> {
-    let state = s.server().state();
-    state.audit.sync().await;
-    state
-        .store
-        .events(&EventFilter {
-            action: Some(action.into()),
-            ..EventFilter::default()
-        })
-        .unwrap()
-}
-
-fn meta<'a>(e: &'a EventRecord, key: &str) -> Option<&'a str> {
-    e.metadata
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 fn session_of(ws_token: &str) -> String {

@@ -374,6 +374,27 @@ impl Binary {
     }
 }
 
+/// The security events with `action`, once everything recorded so far is written.
+pub async fn events(s: &TestServer, action: &str) -> Vec<roomgate::store::EventRecord> {
+    let state = s.server().state();
+    state.audit.sync().await;
+    state
+        .store
+        .events(&roomgate::store::EventFilter {
+            action: Some(action.into()),
+            ..Default::default()
+        })
+        .expect("events")
+}
+
+/// One metadata value of a security event.
+pub fn meta<'a>(e: &'a roomgate::store::EventRecord, key: &str) -> Option<&'a str> {
+    e.metadata
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Leaves `dir` as a server's first start does, with an empty database (and no bootstrap
 /// admin account): operator commands refuse a data root that has no database.
 pub async fn init_database(dir: &Path) {
